@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from approvals import views
+
+app_name = "approvals"
+urlpatterns = [
+    path("", views.queue, name="queue"),
+    path("<uuid:approval_id>/", views.detail, name="detail"),
+    path("<uuid:approval_id>/decide", views.decide, name="decide"),
+]

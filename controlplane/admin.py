@@ -1,0 +1,110 @@
+"""Registration UI for admins (Django admin): targets, agents and tokens, rules."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db import transaction
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from controlplane.models import AccessRule, Agent, AgentToken, MaskingRule, Target
+
+
+class TargetForm(forms.ModelForm):
+    """Target form with a write-only credential: never rendered back, blank keeps it."""
+
+    credential = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Injected upstream on every request. Write-only: leave blank to keep the "
+        "stored one.",
+    )
+    clear_credential = forms.BooleanField(required=False)
+
+    class Meta:
+        model = Target
+        fields = ["name", "slug", "upstream_url", "auth_header", "auth_scheme", "credential",
+                  "clear_credential", "default_action", "approval_timeout", "approver_group"]
+
+    def save(self, commit: bool = True) -> Target:
+        target = super().save(commit=False)
+        if self.cleaned_data.get("clear_credential"):
+            target.set_credential("")
+        elif self.cleaned_data.get("credential"):
+            target.set_credential(self.cleaned_data["credential"])
+        if commit:
+            target.save()
+        return target
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    form = TargetForm
+    list_display = ["slug", "name", "upstream_url", "default_action", "has_credential"]
+    search_fields = ["slug", "name", "upstream_url"]
+
+    @admin.display(boolean=True, description="credential")
+    def has_credential(self, obj: Target) -> bool:
+        return obj.has_credential
+
+
+class AgentTokenInline(admin.TabularInline):
+    model = AgentToken
+    extra = 0
+    can_delete = False
+    fields = ["prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # tokens are issued with the "Issue a new token" action: shown once
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "description"]
+    inlines = [AgentTokenInline]
+    actions = ["issue_token", "revoke_tokens"]
+
+    @admin.action(description="Issue a new token (shown once)")
+    def issue_token(self, request: HttpRequest, queryset):
+        issued = []
+        with transaction.atomic():
+            for agent in queryset:
+                _, plaintext = AgentToken.issue(agent)
+                issued.append((agent, plaintext))
+        response = TemplateResponse(
+            request,
+            "controlplane/token_issued.html",
+            {**self.admin_site.each_context(request), "issued": issued,
+             "title": "New agent tokens"},
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke all tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset) -> None:
+        n = 0
+        for token in AgentToken.objects.filter(agent__in=queryset, revoked_at__isnull=True):
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+            n += 1
+        self.message_user(request, f"Revoked {n} tokens.")
+
+
+@admin.register(MaskingRule)
+class MaskingRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "strategy", "direction", "is_active"]
+    list_filter = ["direction", "strategy", "is_active"]
+    filter_horizontal = ["targets"]
+
+
+@admin.register(AccessRule)
+class AccessRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "position", "action", "target", "path_pattern", "is_active"]
+    list_editable = ["position"]
+    list_filter = ["action", "target", "is_active"]
+    filter_horizontal = ["agents"]

@@ -1,0 +1,130 @@
+"""Compile the policy into one versioned snapshot and publish it to the workers.
+
+:func:`compile_snapshot` reads targets, agents (token digests only), masking rules and
+access rules into the document described in :mod:`proxy_worker.policy`.
+:func:`publish_snapshot` stores it at ``Keys.policy_snapshot`` and announces the new
+version on ``Keys.policy_updates`` (atomically, newer versions only). Every committed
+change to a policy model schedules a publish (:func:`schedule_publish`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from controlplane.crypto import decrypt_field, encrypt_for_worker
+from controlplane.models import AccessRule, Agent, AgentToken, MaskingRule, Target
+from controlplane.redis import client, keys
+from proxy_worker.contract import PUBLISH_SNAPSHOT_LUA, SCHEMA_VERSION
+
+log = logging.getLogger("gatehouse.snapshot")
+
+
+def compile_snapshot(version: int) -> dict[str, Any]:
+    """The policy document for ``version``. Credentials are encrypted for workers."""
+    targets = []
+    for t in Target.objects.order_by("id"):
+        targets.append({
+            "id": t.id,
+            "slug": t.slug,
+            "upstream": t.upstream_url,
+            "auth_header": t.auth_header,
+            "auth_scheme": t.auth_scheme,
+            "credential": encrypt_for_worker(decrypt_field(t.credential_encrypted))
+            if t.credential_encrypted else None,
+            "default_action": t.default_action,
+            "approval_timeout": t.approval_timeout,
+        })
+    hashes: dict[int, list[str]] = {}
+    for agent_id, h in AgentToken.objects.usable().values_list("agent_id", "token_hash"):
+        hashes.setdefault(agent_id, []).append(h)
+    agents = [
+        {"id": a.id, "name": a.name, "owner": a.owner.get_username() if a.owner else "",
+         "token_hashes": hashes.get(a.id, [])}
+        for a in Agent.objects.filter(is_active=True).select_related("owner").order_by("id")
+    ]
+    masking = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "entity_types": list(r.entity_types),
+            "field_names": list(r.field_names),
+            "custom_pattern": r.custom_pattern or None,
+            "strategy": r.strategy,
+            "direction": r.direction,
+            "target_ids": [t.id for t in r.targets.all()] or None,
+        }
+        for r in MaskingRule.objects.filter(is_active=True).prefetch_related("targets")
+    ]
+    access = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "target_id": r.target_id,
+            "agent_ids": [a.id for a in r.agents.all()] or None,
+            "methods": list(r.methods),
+            "path_pattern": r.path_pattern,
+            "query_pattern": r.query_pattern or None,
+            "body_pattern": r.body_pattern or None,
+            "action": r.action,
+            "approval_timeout": r.approval_timeout,
+            "reason": r.reason,
+        }
+        for r in AccessRule.objects.filter(is_active=True).prefetch_related("agents")
+    ]
+    return {
+        "v": SCHEMA_VERSION,
+        "version": version,
+        "generated_at": time.time(),
+        "targets": targets,
+        "agents": agents,
+        "masking_rules": masking,
+        "access_rules": access,
+    }
+
+
+def publish_snapshot() -> int:
+    """Compile and publish a new snapshot; returns its version.
+
+    The version comes from ``INCR`` on ``Keys.policy_version``, so concurrent publishers
+    never reuse one, and the Lua script keeps a slower publisher from overwriting a newer
+    snapshot. Raises ``redis.RedisError`` when Redis is unreachable.
+    """
+    r = client()
+    k = keys()
+    version = int(r.incr(k.policy_version))
+    doc = compile_snapshot(version)
+    stored = r.eval(PUBLISH_SNAPSHOT_LUA, 2, k.policy_snapshot, k.policy_updates, version,
+                    json.dumps(doc, separators=(",", ":")))
+    log.info("policy version %d %s", version, "published" if stored else "superseded")
+    return version
+
+
+def _publish_after_commit() -> None:
+    try:
+        publish_snapshot()
+    except Exception:
+        # The beat task republishes every minute, and workers keep their last good policy.
+        log.exception("could not publish the policy snapshot")
+
+
+def schedule_publish() -> None:
+    """Publish once after the current transaction commits (once per transaction)."""
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        _publish_after_commit()
+        return
+    # One publish per transaction, however many rows changed in it.
+    if any(entry[1] is _publish_after_commit for entry in conn.run_on_commit):
+        return
+    transaction.on_commit(_publish_after_commit)
+
+
+def snapshot_settings_ok() -> bool:
+    """Whether the keys a snapshot needs are configured."""
+    return bool(settings.GATEHOUSE_FIELD_KEYS and settings.GATEHOUSE_WORKER_KEY)

@@ -1,0 +1,35 @@
+"""Landing page and health check."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from controlplane.redis import client
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """Role-aware landing page: links to what the signed-in user may do."""
+    return render(request, "controlplane/home.html")
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness and dependencies: ``{"database": bool, "redis": bool}``; 503 if one is down."""
+    status = {"database": False, "redis": False}
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+        status["database"] = True
+    except Exception:  # noqa: S110 - reported in the body
+        pass
+    try:
+        status["redis"] = bool(client().ping())
+    except Exception:  # noqa: S110
+        pass
+    return JsonResponse(status, status=200 if all(status.values()) else 503)

@@ -1,0 +1,180 @@
+"""The whole Gatehouse stack plus the demo upstreams and a demo agent: ``python -m demo.run``.
+
+Run by ``scripts/demo`` (README.md). Steps: secrets (``var/demo.env``, made once and
+reused), the database, migrations, the demo seed, every process (web, proxy worker,
+ingest, Celery worker and beat, datasette, the OpenAI-compatible upstream), the demo
+agent through the proxy port; then it stays up until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from demo.stack import ROOT, Ports, Stack
+
+VAR = Path(os.environ.get("GATEHOUSE_VAR_DIR", ROOT / "var"))
+DEMO_PASSWORD = os.environ.get("GATEHOUSE_DEMO_PASSWORD", "gatehouse-demo")
+
+
+def load_or_create_env(path: Path) -> dict[str, str]:
+    """Secrets of the demo deployment, generated on first run and kept in ``path`` (0600)."""
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                values[k.strip()] = v.strip()
+    wanted = {
+        "GATEHOUSE_SECRET_KEY": lambda: secrets.token_urlsafe(50),
+        "GATEHOUSE_FIELD_KEYS": lambda: Fernet.generate_key().decode(),
+        "GATEHOUSE_WORKER_KEY": lambda: Fernet.generate_key().decode(),
+        "GATEHOUSE_MASKING_KEY": lambda: secrets.token_urlsafe(32),
+        "DEMO_DATASETTE_TOKEN": lambda: "dstok-" + secrets.token_urlsafe(24),
+        "DEMO_LLM_API_KEY": lambda: "sk-demo-" + secrets.token_urlsafe(24),
+    }
+    missing = [k for k in wanted if k not in values]
+    if missing:
+        for k in missing:
+            values[k] = wanted[k]()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("# Gatehouse demo secrets, generated once; delete to regenerate.\n")
+            f.writelines(f"{k}={v}\n" for k, v in values.items())
+    # Values already in the environment win (so a user can bring their own keys).
+    return {k: os.environ.get(k, v) for k, v in values.items()}
+
+
+def ensure_database(name: str) -> None:
+    """Create the PostgreSQL database ``name`` if it does not exist."""
+    import psycopg
+    from psycopg import sql
+
+    params = {
+        "host": os.environ.get("GATEHOUSE_DB_HOST", "127.0.0.1"),
+        "port": os.environ.get("GATEHOUSE_DB_PORT", "5432"),
+        "user": os.environ.get("GATEHOUSE_DB_USER", "postgres"),
+        "password": os.environ.get("GATEHOUSE_DB_PASSWORD", ""),
+    }
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env},
+                   check=True)
+
+
+def auto_approve(web_url: str, delay: float) -> None:
+    """Approve the next pending request as the demo approver, through the web UI."""
+    from demo.approver_bot import ApproverBot
+
+    time.sleep(delay)
+    bot = ApproverBot(web_url, "approver", DEMO_PASSWORD)
+    try:
+        approval_id = bot.wait_for_pending(30)
+        r = bot.decide(approval_id, "approve", "approved by demo --auto-approve")
+        print(f"   (auto-approve: approver approved {approval_id}: HTTP {r.status_code})",
+              flush=True)
+    finally:
+        bot.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the Gatehouse demo stack.")
+    parser.add_argument("--auto-approve", action="store_true",
+                        help="approve the demo agent's held request after a few seconds")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="stop after the demo agent instead of staying up")
+    args = parser.parse_args(argv)
+
+    env = load_or_create_env(VAR / "demo.env")
+    ports = Ports()
+    web_url = os.environ.get("GATEHOUSE_SITE_URL", f"http://127.0.0.1:{ports.web}")
+    proxy_url = f"http://127.0.0.1:{ports.proxy}"
+    env.update({
+        "GATEHOUSE_SITE_URL": web_url,
+        "GATEHOUSE_SPOOL_DIR": str(VAR / "spool"),
+        "GATEHOUSE_STATIC_ROOT": str(VAR / "staticfiles"),
+        "DEMO_DATASETTE_URL": f"http://127.0.0.1:{ports.datasette}",
+        "DEMO_LLM_URL": f"http://127.0.0.1:{ports.llm}",
+    })
+    os.environ.update(env)
+
+    from demo.customers_db import build_customers_db
+
+    db = build_customers_db(VAR / "demo" / "customers.db")
+    ensure_database(os.environ.get("GATEHOUSE_DB_NAME", "gatehouse"))
+    manage(env, "migrate", "--no-input", "-v", "0")
+    token_file = VAR / "demo" / "agent-token"
+    manage(env, "seed_demo", "--token-file", str(token_file))
+
+    stack = Stack(ports=ports, env=env, log_dir=VAR / "log", customers_db=db)
+    names = ["datasette", "llm", "web", "proxy", "ingest", "celery-worker", "celery-beat"]
+    print("starting: " + ", ".join(names), flush=True)
+    try:
+        stack.start(names)
+    except Exception as e:
+        print(f"could not start the stack: {e}\nlogs: {VAR / 'log'}", file=sys.stderr)
+        stack.stop()
+        return 1
+
+    banner = f"""
+Gatehouse is running.
+  web console     {web_url}/            (approvals: {web_url}/approvals/, sessions: {web_url}/audit/sessions/)
+  proxy port      {proxy_url}/<target>/...   targets: customers (datasette), llm (OpenAI-compatible)
+  demo accounts   admin / approver / approver2 / auditor   password: {DEMO_PASSWORD}
+  upstreams       datasette http://127.0.0.1:{ports.datasette}  llm http://127.0.0.1:{ports.llm}
+  logs            {VAR / 'log'}
+"""
+    print(banner, flush=True)
+
+    from demo.agent import run as run_agent
+
+    def on_held() -> None:
+        if args.auto_approve:
+            threading.Thread(target=auto_approve, args=(web_url, 2.0), daemon=True).start()
+        else:
+            print(f"   Sign in at {web_url}/approvals/ as 'approver' ({DEMO_PASSWORD}) and "
+                  "click Approve or Deny.", flush=True)
+
+    failures = run_agent(proxy_url, token_file.read_text().strip(),
+                         approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
+                         on_held=on_held)
+    print(f"\ndemo agent finished: {'all steps as expected' if not failures else f'{failures} unexpected'}."
+          f"\nReplay it as 'auditor' at {web_url}/audit/sessions/", flush=True)
+    if args.no_wait:
+        stack.stop()
+        return 1 if failures else 0
+
+    print("\nStaying up; Ctrl-C stops every process.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            dead = stack.check()
+            if dead:
+                print(f"process exited: {', '.join(dead)}; see {VAR / 'log'}", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        pass
+    print("stopping …", flush=True)
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

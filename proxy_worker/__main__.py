@@ -1,0 +1,118 @@
+"""Run a Gatehouse proxy worker: ``python -m proxy_worker``.
+
+Configuration comes from the environment (documented in README.md):
+
+``GATEHOUSE_PROXY_HOST`` / ``GATEHOUSE_PROXY_PORT``  listen address (127.0.0.1:8080)
+``GATEHOUSE_REDIS_URL``                              Redis (redis://127.0.0.1:6379/0)
+``GATEHOUSE_REDIS_PREFIX``                           key prefix (gh)
+``GATEHOUSE_WORKER_KEY``                             Fernet key for credentials in snapshots
+``GATEHOUSE_MASKING_KEY``                            HMAC key for the hash masking strategy
+``GATEHOUSE_SPOOL_DIR``                              exchange spool directory (var/spool)
+``GATEHOUSE_WORKER_ID``                              worker name (hostname-pid)
+``GATEHOUSE_PHONE_REGIONS``                          comma list of ISO 3166 regions (US)
+``GATEHOUSE_MAX_MASK_BYTES``                         largest body masked, bytes (10 MiB)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+
+from proxy_worker.addons.approval_gate import ApprovalGate
+from proxy_worker.addons.credential_injector import CredentialInjector
+from proxy_worker.addons.policy_gate import PolicyGate
+from proxy_worker.addons.recorder import Recorder
+from proxy_worker.addons.request_masking import RequestMasking
+from proxy_worker.addons.response_masking import ResponseMasking
+from proxy_worker.contract import Keys
+from proxy_worker.link import ControlPlaneLink
+
+log = logging.getLogger("gatehouse.worker")
+
+
+def _required(name: str) -> bytes:
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"gatehouse proxy worker: {name} is not set (see README.md)")
+    return value.encode()
+
+
+def build_link() -> ControlPlaneLink:
+    """A :class:`ControlPlaneLink` configured from the environment."""
+    return ControlPlaneLink(
+        redis_url=os.environ.get("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        keys=Keys.from_env(),
+        worker_id=os.environ.get("GATEHOUSE_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+        worker_key=_required("GATEHOUSE_WORKER_KEY"),
+        masking_key=_required("GATEHOUSE_MASKING_KEY"),
+        spool_dir=Path(os.environ.get("GATEHOUSE_SPOOL_DIR", "var/spool")),
+        phone_regions=[r.strip() for r in os.environ.get("GATEHOUSE_PHONE_REGIONS", "US").split(",")
+                       if r.strip()],
+        max_mask_bytes=int(os.environ.get("GATEHOUSE_MAX_MASK_BYTES", str(10 * 1024 * 1024))),
+    )
+
+
+def addons_for(link: ControlPlaneLink) -> list[object]:
+    """The Gatehouse addons in hook order (see docs/architecture.md, "the data path")."""
+    return [
+        PolicyGate(link),
+        RequestMasking(link),
+        ApprovalGate(link),
+        CredentialInjector(),
+        ResponseMasking(link),
+        Recorder(link),
+    ]
+
+
+async def run() -> None:
+    """Start mitmproxy in reverse mode with the Gatehouse addons until SIGINT/SIGTERM."""
+    host = os.environ.get("GATEHOUSE_PROXY_HOST", "127.0.0.1")
+    port = int(os.environ.get("GATEHOUSE_PROXY_PORT", "8080"))
+    link = build_link()
+    await link.start()
+    # Reverse mode needs a fixed upstream; PolicyGate rewrites every routed request to its
+    # target, and anything it does not route is answered by it, so this one is never used.
+    opts = options.Options(
+        mode=[f"reverse:http://127.0.0.1:9@{port}"],
+        listen_host=host,
+    )
+    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master.addons.add(*addons_for(link))
+    # Options declared by addons must be set after the master is built (PITFALLS.md).
+    opts.update(
+        connection_strategy="lazy",  # never open an upstream for a request we deny or hold
+        keep_host_header=False,
+        stream_large_bodies=None,  # streamed bodies would bypass masking
+        body_size_limit="64m",
+        termlog_verbosity="warn",
+        flow_detail=0,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+    log.info("gatehouse proxy worker %s listening on %s:%d", link.worker_id, host, port)
+    print(f"gatehouse proxy worker {link.worker_id} listening on http://{host}:{port}", flush=True)
+    try:
+        await master.run()
+    finally:
+        await link.stop()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("GATEHOUSE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""RequestMasking: mask the query and body of a request before it goes upstream.
+
+Runs after PolicyGate (rules see the raw request) and before ApprovalGate (approvers see
+the masked request, exactly what would be forwarded). Fails closed: a body that cannot
+be decoded or is too large to mask is refused with a JSON error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mitmproxy import http
+
+from proxy_worker.flowstate import answer_error, state_of
+from proxy_worker.link import ControlPlaneLink
+from proxy_worker.masking import BinaryBodyError, BodyTooLargeError, MaskingError, summarise
+
+log = logging.getLogger("gatehouse.request_masking")
+
+
+class RequestMasking:
+    """Applies the target's request-side masking rules to the query and the body."""
+
+    def __init__(self, link: ControlPlaneLink) -> None:
+        self.link = link
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        st = state_of(flow)
+        if st.target is None:
+            return
+        masker = self.link.state.masker(st.target.id, "request")
+        if masker is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._mask(flow, masker)
+        except BodyTooLargeError as e:
+            answer_error(flow, 413, "request_too_large_to_mask", str(e))
+        except MaskingError as e:
+            answer_error(flow, 400, "request_not_maskable", str(e))
+        except ValueError as e:  # undecodable content-encoding
+            answer_error(flow, 400, "request_undecodable", f"cannot decode request body: {e}")
+        except Exception as e:  # fail closed
+            log.exception("request masking failed")
+            answer_error(flow, 500, "gateway_error", f"request masking failed: {type(e).__name__}")
+        finally:
+            st.timings["mask_request"] = round((time.perf_counter() - t0) * 1000, 3)
+
+    def _mask(self, flow: http.HTTPFlow, masker) -> None:
+        st = state_of(flow)
+        findings = []
+        pairs = list(flow.request.query.items(multi=True))
+        if pairs:
+            masked_pairs, qf = masker.mask_query(pairs)
+            if qf:
+                flow.request.query = masked_pairs
+                findings += qf
+        body = flow.request.content  # decoded; ValueError on bad encoding
+        if body:
+            try:
+                result = masker.mask_body(body, flow.request.headers.get("content-type"))
+            except BinaryBodyError:
+                st.request_record = f"[binary body: {len(body)} bytes]".encode()
+            else:
+                if result.findings:
+                    flow.request.content = result.body
+                findings += result.findings
+                st.request_record = result.body
+        else:
+            st.request_record = b""
+        st.request_url_record = flow.request.pretty_url
+        st.request_findings = summarise(findings)

@@ -1,0 +1,269 @@
+"""The Redis contract between the proxy worker (data path) and the control plane.
+
+This module is the single written definition of every Redis key, channel and stream the
+two sides share, and of the messages that travel on them. Both sides import it; neither
+side builds a key name or a message by hand. It imports nothing from Django or
+mitmproxy.
+
+Keys and channels (``{p}`` is the deployment prefix, ``GATEHOUSE_REDIS_PREFIX``,
+default ``gh``):
+
+=============================  ======================  ================================
+name                           type                    written by -> read by
+=============================  ======================  ================================
+``{p}:policy:snapshot``        string (JSON)           control plane -> workers
+``{p}:policy:version``         string (int counter)    control plane -> workers (poll)
+``{p}:policy:updates``         pub/sub channel         control plane -> workers
+``{p}:approvals``              stream                  workers -> ingest
+``{p}:decision:<approval id>`` string (JSON), TTL      control plane -> workers
+``{p}:decisions``              pub/sub channel         control plane -> workers
+``{p}:exchanges``              stream, group ingest    workers -> ingest
+=============================  ======================  ================================
+
+Every message carries ``"v"``, the schema version (:data:`SCHEMA_VERSION`). A reader
+rejects a message whose major version it does not know with :class:`ContractError`
+rather than guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+#: Stream entries are capped approximately (``XADD MAXLEN ~``) so a stalled ingest
+#: cannot exhaust Redis memory. Entries past the cap are the oldest *acknowledged*
+#: ones in normal operation; size it well above the worst ingest backlog you expect.
+STREAM_MAXLEN = 1_000_000
+
+#: How long a decision key lives after it is written (seconds). Workers only need it
+#: while a request is held; the database keeps the decision forever.
+DECISION_TTL_SECONDS = 24 * 3600
+
+#: Consumer group that ingest uses on the exchanges and approvals streams.
+INGEST_GROUP = "ingest"
+
+Verdict = Literal["approved", "denied", "expired"]
+ExchangeDecision = Literal["allowed", "denied", "approved", "approval_denied", "expired", "error"]
+
+
+class ContractError(ValueError):
+    """A message on a Gatehouse Redis key or stream does not match this contract."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key, channel and stream names for one deployment prefix.
+
+    >>> Keys("gh").decision("42")
+    'gh:decision:42'
+    """
+
+    prefix: str = "gh"
+
+    @classmethod
+    def from_env(cls) -> Keys:
+        """Keys for the prefix in ``GATEHOUSE_REDIS_PREFIX`` (default ``gh``)."""
+        return cls(os.environ.get("GATEHOUSE_REDIS_PREFIX", "gh"))
+
+    @property
+    def policy_snapshot(self) -> str:
+        return f"{self.prefix}:policy:snapshot"
+
+    @property
+    def policy_version(self) -> str:
+        return f"{self.prefix}:policy:version"
+
+    @property
+    def policy_updates(self) -> str:
+        return f"{self.prefix}:policy:updates"
+
+    @property
+    def approvals_stream(self) -> str:
+        return f"{self.prefix}:approvals"
+
+    @property
+    def decisions_channel(self) -> str:
+        return f"{self.prefix}:decisions"
+
+    @property
+    def exchanges_stream(self) -> str:
+        return f"{self.prefix}:exchanges"
+
+    def decision(self, approval_id: str) -> str:
+        return f"{self.prefix}:decision:{approval_id}"
+
+
+def _check_version(data: dict[str, Any], what: str) -> None:
+    v = data.get("v")
+    if v != SCHEMA_VERSION:
+        raise ContractError(f"{what}: unsupported schema version {v!r} (expected {SCHEMA_VERSION})")
+
+
+def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    _check_version(data, what)
+    names = {f.name for f in fields(cls)}
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.name not in data and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise ContractError(f"{what}: missing fields {missing}")
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as e:
+        raise ContractError(f"{what}: {e}") from e
+
+
+def loads_json(raw: bytes | str, what: str) -> dict[str, Any]:
+    """Parse one JSON object from Redis, raising :class:`ContractError` when it is not one."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError) as e:
+        raise ContractError(f"{what}: not JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ContractError(f"{what}: expected a JSON object")
+    return data
+
+
+@dataclass(frozen=True)
+class ApprovalRequestMessage:
+    """A request held (or deferred) by a worker, waiting for a human decision.
+
+    Sent on the approvals stream as one field ``data`` holding this object as JSON.
+    Everything in it is already masked: ``url`` has its query masked, ``body`` is the
+    masked request body as text (at most :data:`PREVIEW_LIMIT` characters), and
+    ``headers`` has credentials removed. Times are Unix epoch seconds (float, UTC).
+    """
+
+    approval_id: str
+    worker_id: str
+    agent_id: int
+    target_id: int
+    rule_id: int
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str
+    body_truncated: bool
+    requested_at: float
+    deadline: float
+    reason: str = ""
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ApprovalRequestMessage:
+        return _from_dict(cls, loads_json(raw, "approval request"), "approval request")
+
+
+#: Masked request bodies in approval messages are cut to this many characters.
+PREVIEW_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DecisionMessage:
+    """The outcome of an approval request, stored at ``Keys.decision(id)``.
+
+    ``decided_by`` lists the usernames whose decisions produced the verdict (empty for
+    ``expired``). ``decided_at`` is Unix epoch seconds (UTC).
+    """
+
+    approval_id: str
+    verdict: Verdict
+    decided_by: list[str]
+    decided_at: float
+    comment: str = ""
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> DecisionMessage:
+        msg = _from_dict(cls, loads_json(raw, "decision"), "decision")
+        if msg.verdict not in ("approved", "denied", "expired"):
+            raise ContractError(f"decision: unknown verdict {msg.verdict!r}")
+        return msg
+
+
+@dataclass(frozen=True)
+class ExchangeMessage:
+    """One finished exchange as recorded by a worker (already masked).
+
+    Sent on the exchanges stream as one field ``data`` holding this object as JSON.
+    ``exchange_id`` is a UUID made by the worker; ingest is idempotent on it.
+    Times are Unix epoch seconds (float, UTC); ``timings`` holds milliseconds
+    (``total``, ``upstream``, ``approval_wait``, ``masking``). ``findings`` is the
+    masking engine's summary (``[{"type", "location", "count"}]``), never values.
+    ``agent_id``/``target_id`` are ``None`` when the request was refused before the
+    agent or the target was known.
+    """
+
+    exchange_id: str
+    worker_id: str
+    started_at: float
+    agent_id: int | None
+    target_id: int | None
+    session_key: str
+    client_address: str
+    method: str
+    url: str
+    request_headers: dict[str, str]
+    request_body: str
+    status_code: int
+    response_headers: dict[str, str]
+    response_body: str
+    decision: ExchangeDecision
+    rule_id: int | None = None
+    approval_id: str | None = None
+    error: str = ""
+    request_findings: list[dict[str, Any]] = field(default_factory=list)
+    response_findings: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    body_truncated: bool = False
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ExchangeMessage:
+        return _from_dict(cls, loads_json(raw, "exchange"), "exchange")
+
+
+#: Recorded (masked) bodies are cut to this many characters in exchange messages.
+RECORD_BODY_LIMIT = 256 * 1024
+
+
+def snapshot_version(raw: bytes | str) -> int:
+    """The ``version`` of a policy snapshot document, or raise :class:`ContractError`."""
+    data = loads_json(raw, "policy snapshot")
+    _check_version(data, "policy snapshot")
+    version = data.get("version")
+    if not isinstance(version, int):
+        raise ContractError("policy snapshot: version must be an integer")
+    return version
+
+
+#: Lua: store a snapshot only if its version is newer than the stored one, then publish.
+#: KEYS[1] snapshot key, KEYS[2] updates channel; ARGV[1] version, ARGV[2] document.
+#: Returns 1 when stored, 0 when a newer snapshot was already there.
+PUBLISH_SNAPSHOT_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, doc = pcall(cjson.decode, cur)
+  if ok and doc['version'] and tonumber(doc['version']) >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+"""

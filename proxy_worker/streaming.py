@@ -1,0 +1,72 @@
+"""Masking a streamed response body chunk by chunk (mitmproxy ``flow.response.stream``).
+
+mitmproxy hands a stream callable each chunk still content-encoded, then ``b""`` at the
+end (PITFALLS.md). :class:`MaskedStream` decodes incrementally (gzip, deflate, br,
+zstd), feeds the masking engine's SSE masker, and returns identity-encoded masked bytes;
+the caller removes ``Content-Encoding`` and ``Content-Length`` in ``responseheaders``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+import brotli
+import zstandard
+
+from proxy_worker.contract import RECORD_BODY_LIMIT
+
+#: Content-encodings :class:`MaskedStream` can decode incrementally (RFC 9110 §8.4.1).
+STREAM_DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
+
+
+def _decoder(encoding: str) -> Callable[[bytes], bytes]:
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return lambda b: b
+    if enc in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+    if enc == "deflate":
+        return zlib.decompressobj().decompress
+    if enc == "br":
+        return brotli.Decompressor().process
+    if enc == "zstd":
+        return zstandard.ZstdDecompressor().decompressobj().decompress
+    raise ValueError(f"cannot stream-decode content-encoding {encoding!r}")
+
+
+class MaskedStream:
+    """A ``flow.response.stream`` callable that decodes and masks an SSE body.
+
+    ``sse_masker`` is a :class:`proxy_worker.masking.SSEStreamMasker`. The first
+    :data:`RECORD_BODY_LIMIT` bytes of the masked output are kept in :attr:`recorded`
+    for the audit record. A decoding error ends the stream (the rest is dropped, never
+    passed unmasked) and is kept in :attr:`error`.
+    """
+
+    def __init__(self, sse_masker, encoding: str = "") -> None:
+        self.masker = sse_masker
+        self._decode = _decoder(encoding)
+        self.recorded = bytearray()
+        self.error = ""
+
+    def _keep(self, out: bytes) -> bytes:
+        room = RECORD_BODY_LIMIT - len(self.recorded)
+        if room > 0:
+            self.recorded += out[:room]
+        return out
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.error:
+            return b""
+        try:
+            if chunk:
+                return self._keep(self.masker.feed(self._decode(chunk)))
+            return self._keep(self.masker.finish())
+        except Exception as e:  # fail closed: stop the stream rather than leak
+            self.error = f"stream masking failed: {type(e).__name__}"
+            return b""
+
+    @property
+    def findings(self) -> list:
+        return list(self.masker.findings)

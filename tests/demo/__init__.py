@@ -1,0 +1,1 @@
+"""Tests of the demo pieces: customers database, datasette plugin, upstream servers."""
