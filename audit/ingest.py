@@ -110,16 +110,18 @@ class Ingestor:
                     raise
 
     def _read(self, block: bool) -> list:
-        streams = {self.keys.approvals_stream: ">", self.keys.exchanges_stream: ">"}
+        """Own pending entries first (after a start, a claim or an error), then new ones."""
+        names = (self.keys.approvals_stream, self.keys.exchanges_stream)
         if self._pending_first:
-            streams = {s: "0" for s in streams}
-        result = self.redis.xreadgroup(
-            INGEST_GROUP, self.consumer, streams, count=self.batch,
-            block=self.block_ms if block and not self._pending_first else None,
-        )
-        if self._pending_first and not any(entries for _, entries in result or []):
+            result = self.redis.xreadgroup(INGEST_GROUP, self.consumer, {s: "0" for s in names},
+                                           count=self.batch)
+            if any(entries for _, entries in result or []):
+                return result
             self._pending_first = False
-        return result or []
+        return self.redis.xreadgroup(
+            INGEST_GROUP, self.consumer, {s: ">" for s in names}, count=self.batch,
+            block=self.block_ms if block else None,
+        ) or []
 
     def claim_abandoned(self) -> int:
         """Take over entries another consumer left pending longer than ``claim_idle_ms``."""

@@ -166,7 +166,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env("GATEHOUSE_STATIC_ROOT", str(BASE_DIR / "var" / "staticfiles")))
+# collectstatic target (Docker image); without it WhiteNoise serves from the finders.
+STATIC_ROOT = Path(env("GATEHOUSE_STATIC_ROOT")) if env("GATEHOUSE_STATIC_ROOT") else None
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     env.update({
         "GATEHOUSE_SITE_URL": web_url,
         "GATEHOUSE_SPOOL_DIR": str(VAR / "spool"),
-        "GATEHOUSE_STATIC_ROOT": str(VAR / "staticfiles"),
         "DEMO_DATASETTE_URL": f"http://127.0.0.1:{ports.datasette}",
         "DEMO_LLM_URL": f"http://127.0.0.1:{ports.llm}",
     })

@@ -93,7 +93,6 @@ async def run() -> None:
         stream_large_bodies=None,  # streamed bodies would bypass masking
         body_size_limit="64m",
         termlog_verbosity="warn",
-        flow_detail=0,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -233,7 +233,9 @@ class CreditCardDetector:
             if m.end() - m.start() < 12:
                 continue
             base = m.start()
-            groups = [(base + g.start(), base + g.end()) for g in _DIGIT_GROUP_RE.finditer(m.group())]
+            groups = [
+                (base + g.start(), base + g.end()) for g in _DIGIT_GROUP_RE.finditer(m.group())
+            ]
             if _is_alnum_at(text, m.end()):  # last group glued to a word
                 groups.pop()
             i = 0
@@ -350,7 +352,9 @@ class IbanDetector:
             if m is None:
                 return
             base = m.start()
-            groups = [(base + g.start(), base + g.end()) for g in _ALNUM_GROUP_RE.finditer(m.group())]
+            groups = [
+                (base + g.start(), base + g.end()) for g in _ALNUM_GROUP_RE.finditer(m.group())
+            ]
             # Drop groups cut by the length bounds (glued to further letters/digits).
             keep = len(groups)
             for k, (_a, b) in enumerate(groups):
@@ -433,6 +437,7 @@ _PHONE_CANDIDATE_RE = re.compile(r"\d[\d().\-/ \t\u00a0\u2010-\u2015]{4,40}\d")
 _NON_DIGIT_RE = re.compile(r"\D+")
 _PHONE_PRE = 8  # characters of context before a candidate ("tel:+", "(")
 _PHONE_POST = 24  # characters after (extensions such as " ext. 1234")
+_FALLBACK_BUDGET = 2048  # max direct parse attempts per find() call
 
 
 class PhoneDetector:
@@ -467,10 +472,12 @@ class PhoneDetector:
     def find(self, text: str, hint: str = "") -> Iterator[Detection]:
         """Yield phone detections in ``text`` (``hint`` is ignored)."""
         windows: list[list[int]] = []  # [start, end, cand_start...]
+        runs: list[tuple[int, int]] = []
         n = len(text)
         for m in _PHONE_CANDIDATE_RE.finditer(text):
             if len(_NON_DIGIT_RE.sub("", m.group())) < 6:
                 continue
+            runs.append(m.span())
             ws = max(0, m.start() - _PHONE_PRE)
             we = min(n, m.end() + _PHONE_POST)
             limit = min(n, we + 16)
@@ -487,11 +494,10 @@ class PhoneDetector:
             chunk = text[ws:we]
             replaced: set[int] = set()
             for s in starts:
-                if text.startswith("00", s) and (s == 0 or text[s - 1] != "+") and s + 2 < n:
-                    if text[s + 2] != "0":
-                        rel = s - ws
-                        chunk = chunk[:rel] + " +" + chunk[rel + 2 :]
-                        replaced.add(s)
+                if _intl_00_at(text, s):
+                    rel = s - ws
+                    chunk = chunk[:rel] + " +" + chunk[rel + 2 :]
+                    replaced.add(s)
             for region in self.regions:
                 for pm in PhoneNumberMatcher(chunk, region, leniency=Leniency.VALID):
                     a = ws + pm.start
@@ -504,9 +510,84 @@ class PhoneDetector:
                         continue
                     e164 = phonenumbers.format_number(pm.number, PhoneNumberFormat.E164)
                     found.append(Detection(a, b, PHONE, e164))
-        if len(self.regions) > 1 or len(windows) > 1:
-            found.sort()
+        found.sort()
+        # The matcher gives up on some runs of several numbers separated only by
+        # spaces ("+1-650-253-0000 650.253.0000"): parse the uncovered
+        # whitespace-separated tokens of each candidate run directly.
+        extra: list[Detection] = []
+        budget = [_FALLBACK_BUDGET]
+        for a, b in runs:
+            extra.extend(self._fallback(text, a, b, found, budget))
+        if extra:
+            found = sorted(found + extra)
         yield from found
+
+    def _fallback(
+        self, text: str, a: int, b: int, found: list[Detection], budget: list[int]
+    ) -> list[Detection]:
+        if a > 0 and text[a - 1] in "+(":
+            a -= 1
+        tokens = [(m.start(), m.end()) for m in _TOKEN_RE.finditer(text, a, b)]
+        free = [t for t in tokens if not any(d.start < t[1] and t[0] < d.end for d in found)]
+        out: list[Detection] = []
+        i = 0
+        while i < len(free):
+            hit = None
+            last = i
+            while last + 1 < len(free) and last + 1 - i < 6:
+                gap = text[free[last][1] : free[last + 1][0]]
+                if gap.strip() or len(gap) > 2:
+                    break
+                last += 1
+            for j in range(last, i - 1, -1):
+                if budget[0] <= 0:
+                    return out
+                budget[0] -= 1
+                s0, e0 = free[i][0], free[j][1]
+                hit = self._parse_valid(text, s0, e0)
+                if hit is not None:
+                    out.append(hit)
+                    i = j + 1
+                    break
+            if hit is None:
+                i += 1
+        return out
+
+    def _parse_valid(self, text: str, s0: int, e0: int) -> Detection | None:
+        sub = text[s0:e0]
+        nd = len(_NON_DIGIT_RE.sub("", sub))
+        if nd < 7 or nd > 15 or _DATE_LIKE_RE.search(sub):
+            return None
+        before = text[max(0, s0 - 2) : s0]
+        if text[e0 : e0 + 1] in (":", "%") or (before.endswith(":") and before[:1].isdigit()):
+            return None  # part of a time stamp or a percentage
+        if _intl_00_at(text, s0):
+            sub = "+" + sub[2:]
+        for region in self.regions:
+            try:
+                num = phonenumbers.parse(sub, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(num):
+                return Detection(
+                    s0, e0, PHONE, phonenumbers.format_number(num, PhoneNumberFormat.E164)
+                )
+        return None
+
+
+_TOKEN_RE = re.compile(r"\S+")
+_DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
+
+
+def _intl_00_at(text: str, s: int) -> bool:
+    """``00`` + non-zero digit at a token start: the E.164 international prefix."""
+    return (
+        text.startswith("00", s)
+        and (s == 0 or not (text[s - 1].isalnum() or text[s - 1] == "+"))
+        and s + 2 < len(text)
+        and text[s + 2].isdigit()
+        and text[s + 2] != "0"
+    )
 
 
 # --------------------------------------------------------------------------- custom

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import contextlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -345,13 +346,17 @@ class Masker:
             validate_rule(rule)
             uses_hash = uses_hash or rule.strategy == _st.HASH
             for t in rule.entity_types:
-                self._strategy[t] = _st.stronger(self._strategy.get(t, rule.strategy), rule.strategy)
+                self._strategy[t] = _st.stronger(
+                    self._strategy.get(t, rule.strategy), rule.strategy
+                )
             for name in rule.field_names:
                 k = name.casefold()
                 self._fields[k] = _st.stronger(self._fields.get(k, rule.strategy), rule.strategy)
             if rule.custom_pattern:
                 t = custom_entity_type(rule.name)
-                self._strategy[t] = _st.stronger(self._strategy.get(t, rule.strategy), rule.strategy)
+                self._strategy[t] = _st.stronger(
+                    self._strategy.get(t, rule.strategy), rule.strategy
+                )
                 customs.append((t, rule.custom_pattern))
         if uses_hash and not self._key:
             raise MaskingConfigError("a rule uses the hash strategy but hash_key is empty")
@@ -454,7 +459,9 @@ class Masker:
         dets = self.scan(text, hint)
         return (self.render(text, dets), dets) if dets else (text, dets)
 
-    def mask_text(self, text: str, *, location: str = "text", hint: str = "") -> tuple[str, list[Finding]]:
+    def mask_text(
+        self, text: str, *, location: str = "text", hint: str = ""
+    ) -> tuple[str, list[Finding]]:
         """Mask entities in free text.
 
         Args:
@@ -581,7 +588,9 @@ class Masker:
             findings.append(Finding(d.entity_type, loc))
         return new_name, new_value
 
-    def mask_query(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[Finding]]:
+    def mask_query(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], list[Finding]]:
         """Mask decoded query parameters (order and duplicates preserved).
 
         Field-name rules apply (``drop`` removes the pair). Findings are
@@ -640,10 +649,8 @@ class Masker:
         """
         encodings: list[str] = []
         if charset:
-            try:
+            with contextlib.suppress(LookupError):
                 encodings.append(codecs.lookup(charset).name)
-            except LookupError:
-                pass
         if "utf-8" not in encodings:
             encodings.append("utf-8")
         for enc in encodings:
@@ -658,7 +665,9 @@ class Masker:
         try:
             return text.encode(encoding)
         except UnicodeEncodeError as exc:
-            raise MaskingError(f"masked body cannot be encoded as {encoding}: {exc.reason}") from None
+            raise MaskingError(
+                f"masked body cannot be encoded as {encoding}: {exc.reason}"
+            ) from None
 
     def mask_body(self, body: bytes, content_type: str | None) -> MaskResult:
         """Mask an HTTP body (already content-decoded: no gzip/br/zstd).
@@ -716,9 +725,13 @@ class Masker:
                 return self._mask_ndjson_body(body, text, enc)
             if kind == "form":
                 masked, findings = self._mask_form(text, enc)
-                return MaskResult(body if masked is text else self._encode(masked, enc), findings, "form")
+                return MaskResult(
+                    body if masked is text else self._encode(masked, enc), findings, "form"
+                )
             masked, findings = self.mask_text(text)
-            return MaskResult(body if masked is text else self._encode(masked, enc), findings, "text")
+            return MaskResult(
+                body if masked is text else self._encode(masked, enc), findings, "text"
+            )
         except MaskingError:
             raise
         except RecursionError:
@@ -734,7 +747,9 @@ class Masker:
             value = json.loads(src, object_pairs_hook=hook)
         except (ValueError, RecursionError):
             masked, findings = self.mask_text(text)
-            return MaskResult(body if masked is text else self._encode(masked, enc), findings, "text")
+            return MaskResult(
+                body if masked is text else self._encode(masked, enc), findings, "text"
+            )
         new, findings = self.mask_json_value(value)
         if new is value and not hook.seen:
             return MaskResult(body, findings, "json")

@@ -1,0 +1,113 @@
+"""The whole stack on free ports: web, proxy worker, ingest, datasette, the LLM upstream.
+
+Processes are real (:mod:`demo.stack`) and share the test database and Redis with this
+test process. Data is created with the real seed command; the database is flushed at the
+end so later tests start clean.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from demo.stack import Ports, Stack
+
+PASSWORD = "e2e-" + secrets.token_urlsafe(8)
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A running Gatehouse with the demo seed; yields a namespace of URLs and secrets."""
+    from controlplane.redis import client
+    from demo.customers_db import build_customers_db
+
+    tmp: Path = tmp_path_factory.mktemp("stack")
+    ports = Ports.free()
+    db_path = build_customers_db(tmp / "customers.db", rows=50)
+    datasette_token = "dstok-" + secrets.token_urlsafe(16)
+    llm_key = "sk-upstream-" + secrets.token_urlsafe(16)
+    r = client()
+    for key in r.scan_iter(f"{settings.REDIS_PREFIX}:*"):
+        r.delete(key)
+    env = {
+        "GATEHOUSE_DB_NAME": settings.DATABASES["default"]["NAME"],
+        "GATEHOUSE_REDIS_URL": settings.REDIS_URL,
+        "GATEHOUSE_REDIS_PREFIX": settings.REDIS_PREFIX,
+        "GATEHOUSE_SECRET_KEY": secrets.token_urlsafe(40),
+        "GATEHOUSE_FIELD_KEYS": ",".join(settings.GATEHOUSE_FIELD_KEYS),
+        "GATEHOUSE_WORKER_KEY": settings.GATEHOUSE_WORKER_KEY,
+        "GATEHOUSE_MASKING_KEY": secrets.token_urlsafe(32),
+        "GATEHOUSE_SITE_URL": f"http://127.0.0.1:{ports.web}",
+        "GATEHOUSE_SPOOL_DIR": str(tmp / "spool"),
+        "DEMO_DATASETTE_TOKEN": datasette_token,
+        "DEMO_LLM_API_KEY": llm_key,
+    }
+    token_file = tmp / "agent-token"
+    with django_db_blocker.unblock():
+        call_command(
+            "seed_demo", password=PASSWORD, datasette_url=f"http://127.0.0.1:{ports.datasette}",
+            datasette_token=datasette_token, llm_url=f"http://127.0.0.1:{ports.llm}",
+            llm_key=llm_key, approval_timeout=20, token_file=token_file,
+        )
+        from controlplane.models import AccessRule, Target
+
+        llm = Target.objects.get(slug="llm")
+        AccessRule.objects.create(name="No file uploads", position=5, target=llm,
+                                  path_pattern="/v1/files*", action="deny",
+                                  reason="files API is off limits")
+        customers = Target.objects.get(slug="customers")
+        AccessRule.objects.create(name="Orders export (short timeout)", position=6,
+                                  target=customers, path_pattern="/customers/orders.json",
+                                  query_pattern="_size=max", action="approve",
+                                  approval_timeout=2)
+    st = Stack(ports=ports, env=env, log_dir=tmp / "log", customers_db=db_path)
+    try:
+        st.start(["datasette", "llm", "web", "proxy", "ingest"])
+    except Exception:
+        for name in st.procs:
+            print(f"--- {name}\n{st.log(name)[-3000:]}")
+        st.stop()
+        raise
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("select email, phone, ssn, credit_card, iban from customers").fetchall()
+    ns = SimpleNamespace(
+        stack=st, ports=ports, password=PASSWORD, token=token_file.read_text().strip(),
+        proxy_url=f"http://127.0.0.1:{ports.proxy}", web_url=f"http://127.0.0.1:{ports.web}",
+        llm_url=f"http://127.0.0.1:{ports.llm}", datasette_token=datasette_token,
+        llm_key=llm_key, pii_rows=rows,
+    )
+    try:
+        yield ns
+    finally:
+        st.stop()
+        with django_db_blocker.unblock():
+            call_command("flush", "--no-input", verbosity=0)
+        for key in r.scan_iter(f"{settings.REDIS_PREFIX}:*"):
+            r.delete(key)
+
+
+@pytest.fixture
+def agent_http(stack):
+    """An httpx client of the demo agent, pointed at the proxy port."""
+    with httpx.Client(base_url=stack.proxy_url, timeout=60,
+                      headers={"Authorization": f"Bearer {stack.token}"}) as c:
+        yield c
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; return it or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
