@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import codecs
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,8 @@ FIELD = "FIELD"
 HANDLERS: tuple[str, ...] = ("json", "ndjson", "form", "text", "sse", "empty", "binary")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+_CACHE_MAX_CHARS = 128
+_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +384,8 @@ class Masker:
         if PHONE in builtin:
             detectors.append(builtin[PHONE])
         self._detectors: tuple[Detector, ...] = tuple(detectors)
+        self._uses_hint = US_SSN in builtin
+        self._scan_small = functools.lru_cache(maxsize=_CACHE_SIZE)(self._scan_tuple)
         self._enabled = bool(self._detectors or self._fields)
 
     # ------------------------------------------------------------------ properties
@@ -404,6 +409,10 @@ class Masker:
     def scan(self, text: str, hint: str = "") -> list[Detection]:
         """Detect entities in ``text``.
 
+        Results for short strings (<= 128 characters, e.g. ids, names and
+        model fields repeated in every streamed chunk) are memoised per masker
+        (LRU, 8192 entries).
+
         Args:
             text: the string to scan.
             hint: context for keyword-gated detectors (the JSON key or form
@@ -414,6 +423,13 @@ class Masker:
         """
         if not text or not self._detectors:
             return []
+        if not self._uses_hint:
+            hint = ""
+        if len(text) <= _CACHE_MAX_CHARS:
+            return list(self._scan_small(text, hint))
+        return self._scan_uncached(text, hint)
+
+    def _scan_uncached(self, text: str, hint: str) -> list[Detection]:
         flags = 0
         if _DIGIT_RE.search(text):
             flags |= NEEDS_DIGIT
@@ -432,6 +448,9 @@ class Masker:
         if len(out) > 1:
             out.sort()
         return out
+
+    def _scan_tuple(self, text: str, hint: str) -> tuple[Detection, ...]:
+        return tuple(self._scan_uncached(text, hint))
 
     def render(self, text: str, detections: Sequence[Detection]) -> str:
         """Replace ``detections`` (sorted, non-overlapping, within ``text``)

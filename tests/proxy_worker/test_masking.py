@@ -737,13 +737,14 @@ def split_text(text: str, cuts) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def pii_split_pieces() -> list[str]:
-    """Deltas that split every secret in the middle (e.g. "jane.d"/"oe@exa"/"mple.com")."""
+def pii_split_pieces(step: int = 5) -> list[str]:
+    """Deltas that split every secret in the middle (e.g. "jane.d"/"oe@exa"/"mple.com")
+    plus a cut every ``step`` characters."""
     cuts = []
     for raw in SECRETS:
         i = STREAM_TEXT.index(raw)
         cuts += [i + 6, i + 12]
-    cuts += list(range(0, len(STREAM_TEXT), 5))
+    cuts += list(range(0, len(STREAM_TEXT), step))
     return split_text(STREAM_TEXT, cuts)
 
 
@@ -755,7 +756,7 @@ def test_sse_split_deltas_basic(masker: Masker) -> None:
 
 
 def test_sse_every_single_byte_boundary(masker: Masker) -> None:
-    stream = chat_stream(pii_split_pieces())
+    stream = chat_stream(pii_split_pieces(step=20))
     for k in range(1, len(stream)):
         out, findings = run_stream(masker, stream, [k])
         assert_stream_masked(out, findings)

@@ -1,0 +1,25 @@
+# Gatehouse: one image for every process (web, proxy, ingest, celery worker and beat).
+FROM python:3.12-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GATEHOUSE_STATIC_ROOT=/app/staticfiles GATEHOUSE_SPOOL_DIR=/var/lib/gatehouse/spool
+
+WORKDIR /app
+RUN useradd --system --home /app --uid 10001 gatehouse \
+ && mkdir -p /var/lib/gatehouse/spool && chown -R gatehouse /var/lib/gatehouse
+
+COPY pyproject.toml README.md ./
+COPY controlplane ./controlplane
+COPY approvals ./approvals
+COPY audit ./audit
+COPY proxy_worker ./proxy_worker
+COPY demo ./demo
+COPY templates ./templates
+COPY static ./static
+COPY manage.py ./
+RUN pip install --no-cache-dir ".[demo]" \
+ && GATEHOUSE_SECRET_KEY=build-only python manage.py collectstatic --no-input -v 0
+
+USER gatehouse
+EXPOSE 8000 8080
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "controlplane.asgi:application"]
