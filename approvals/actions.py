@@ -101,7 +101,9 @@ def do_create_approval_request(msg: ApprovalRequestMessage) -> tuple[ApprovalReq
     return req, created
 
 
-def do_decide(req: ApprovalRequest, *, acting_user, verdict: str, comment: str = "") -> ApprovalRequest:
+def do_decide(
+    req: ApprovalRequest, *, acting_user, verdict: str, comment: str = ""
+) -> ApprovalRequest:
     """Record ``acting_user``'s verdict (``approve``/``deny``) and settle the request.
 
     One deny ends the request; it is approved once ``required_approvals`` distinct users
@@ -112,11 +114,13 @@ def do_decide(req: ApprovalRequest, *, acting_user, verdict: str, comment: str =
         req = ApprovalRequest.objects.select_for_update().get(pk=req.pk)
         if req.status != ApprovalRequest.Status.PENDING:
             return req
-        Decision.objects.create(approval_request=req, user=acting_user, verdict=verdict,
-                                comment=comment)
+        Decision.objects.create(
+            approval_request=req, user=acting_user, verdict=verdict, comment=comment
+        )
         approvers = list(
             req.decisions.filter(verdict=Decision.Verdict.APPROVE)
-            .select_related("user").values_list("user__username", flat=True)
+            .select_related("user")
+            .values_list("user__username", flat=True)
         )
         final = False
         if verdict == Decision.Verdict.DENY:

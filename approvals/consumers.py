@@ -52,9 +52,15 @@ class ApprovalQueueConsumer(AsyncWebsocketConsumer):
 
     def _render(self, approval_id: str, created: bool) -> str | None:
         user = self.scope["user"]
-        req = ApprovalRequest.objects.select_related(
-            "agent__owner", "target__approver_group", "rule__approver_group"
-        ).filter(pk=approval_id).first()
+        req = (
+            ApprovalRequest.objects.select_related(
+                "agent__owner", "target__approver_group", "rule__approver_group"
+            )
+            .filter(pk=approval_id)
+            .first()
+        )
         if req is None or not can_view(user, req):
             return None
-        return render_to_string("approvals/_oob.html", {**row_context(req, user), "created": created})
+        return render_to_string(
+            "approvals/_oob.html", {**row_context(req, user), "created": created}
+        )

@@ -33,8 +33,9 @@ class ApprovalRequest(models.Model):
     body = models.TextField(blank=True)
     body_truncated = models.BooleanField(default=False)
     reason = models.CharField(max_length=300, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING,
-                              db_index=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
     required_approvals = models.PositiveSmallIntegerField(default=1)
     requested_at = models.DateTimeField()
     deadline = models.DateTimeField(db_index=True)
@@ -63,10 +64,12 @@ class Decision(models.Model):
         APPROVE = "approve"
         DENY = "deny"
 
-    approval_request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE,
-                                         related_name="decisions")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                             related_name="approval_decisions")
+    approval_request = models.ForeignKey(
+        ApprovalRequest, on_delete=models.CASCADE, related_name="decisions"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approval_decisions"
+    )
     verdict = models.CharField(max_length=10, choices=Verdict.choices)
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -74,7 +77,9 @@ class Decision(models.Model):
     class Meta:
         ordering = ["created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["approval_request", "user"], name="one_decision_per_user")
+            models.UniqueConstraint(
+                fields=["approval_request", "user"], name="one_decision_per_user"
+            )
         ]
 
     def __str__(self) -> str:

@@ -44,7 +44,8 @@ def row_context(req: ApprovalRequest, user) -> dict[str, object]:
 
 def _visible():
     return ApprovalRequest.objects.select_related(
-        "agent__owner", "target__approver_group", "rule__approver_group")
+        "agent__owner", "target__approver_group", "rule__approver_group"
+    )
 
 
 def pending_rows(user) -> list[dict[str, object]]:
@@ -57,10 +58,14 @@ def pending_rows(user) -> list[dict[str, object]]:
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
     """Pending requests (live over the WebSocket) and the latest settled ones."""
-    recent = [r for r in _visible().exclude(status=ApprovalRequest.Status.PENDING)[:20]
-              if can_view(request.user, r)]
-    return render(request, "approvals/queue.html",
-                  {"rows": pending_rows(request.user), "recent": recent})
+    recent = [
+        r
+        for r in _visible().exclude(status=ApprovalRequest.Status.PENDING)[:20]
+        if can_view(request.user, r)
+    ]
+    return render(
+        request, "approvals/queue.html", {"rows": pending_rows(request.user), "recent": recent}
+    )
 
 
 @role_required(APPROVER)
@@ -85,8 +90,12 @@ def decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     refusal = decide_refusal(request.user, req)
     if refusal:
         raise PermissionDenied(refusal)
-    req = do_decide(req, acting_user=request.user, verdict=verdict,
-                    comment=request.POST.get("comment", "")[:2000])
+    req = do_decide(
+        req,
+        acting_user=request.user,
+        verdict=verdict,
+        comment=request.POST.get("comment", "")[:2000],
+    )
     if request.htmx:
         return render(request, "approvals/_row.html", row_context(req, request.user))
     return redirect("approvals:detail", approval_id=req.id)

@@ -65,11 +65,15 @@ class SessionAssigner:
         if session is None:
             session = (
                 Session.objects.filter(agent_id=agent_id, target_id=target_id, key=key)
-                .order_by("-last_activity_at").first()
+                .order_by("-last_activity_at")
+                .first()
             )
         if session is None or (not key and at - session.last_activity_at > self.idle):
             session = Session.objects.create(
-                agent_id=agent_id, target_id=target_id, key=key, started_at=at,
+                agent_id=agent_id,
+                target_id=target_id,
+                key=key,
+                started_at=at,
                 last_activity_at=at,
             )
         session.last_activity_at = max(session.last_activity_at, at)
@@ -89,8 +93,9 @@ class SessionAssigner:
 class Ingestor:
     """One ingest consumer. :meth:`run` loops until ``stop`` is set; :meth:`step` is one pass."""
 
-    def __init__(self, *, consumer: str, batch: int = 500, block_ms: int = 1000,
-                 claim_idle_ms: int = 60_000) -> None:
+    def __init__(
+        self, *, consumer: str, batch: int = 500, block_ms: int = 1000, claim_idle_ms: int = 60_000
+    ) -> None:
         self.consumer = consumer
         self.batch = batch
         self.block_ms = block_ms
@@ -113,15 +118,22 @@ class Ingestor:
         """Own pending entries first (after a start, a claim or an error), then new ones."""
         names = (self.keys.approvals_stream, self.keys.exchanges_stream)
         if self._pending_first:
-            result = self.redis.xreadgroup(INGEST_GROUP, self.consumer, {s: "0" for s in names},
-                                           count=self.batch)
+            result = self.redis.xreadgroup(
+                INGEST_GROUP, self.consumer, {s: "0" for s in names}, count=self.batch
+            )
             if any(entries for _, entries in result or []):
                 return result
             self._pending_first = False
-        return self.redis.xreadgroup(
-            INGEST_GROUP, self.consumer, {s: ">" for s in names}, count=self.batch,
-            block=self.block_ms if block else None,
-        ) or []
+        return (
+            self.redis.xreadgroup(
+                INGEST_GROUP,
+                self.consumer,
+                {s: ">" for s in names},
+                count=self.batch,
+                block=self.block_ms if block else None,
+            )
+            or []
+        )
 
     def claim_abandoned(self) -> int:
         """Take over entries another consumer left pending longer than ``claim_idle_ms``."""
@@ -150,8 +162,9 @@ class Ingestor:
 
     def _reject(self, stream: str, entry_id: str, error: Exception, raw: str) -> None:
         log.error("unreadable entry %s on %s: %s", entry_id, stream, error)
-        IngestError.objects.get_or_create(stream=stream, entry_id=entry_id,
-                                          defaults={"error": str(error), "raw": raw[:1_000_000]})
+        IngestError.objects.get_or_create(
+            stream=stream, entry_id=entry_id, defaults={"error": str(error), "raw": raw[:1_000_000]}
+        )
 
     def _approvals(self, stream: str, entries: list) -> int:
         ids = []
@@ -188,12 +201,21 @@ class Ingestor:
         with transaction.atomic():
             wanted = {uuid.UUID(m.exchange_id) for _, m in msgs}
             existing = set(Exchange.objects.filter(id__in=wanted).values_list("id", flat=True))
-            agents = set(Agent.objects.filter(id__in={m.agent_id for _, m in msgs})
-                         .values_list("id", flat=True))
-            targets = set(Target.objects.filter(id__in={m.target_id for _, m in msgs})
-                          .values_list("id", flat=True))
-            rules = set(AccessRule.objects.filter(id__in={m.rule_id for _, m in msgs})
-                        .values_list("id", flat=True))
+            agents = set(
+                Agent.objects.filter(id__in={m.agent_id for _, m in msgs}).values_list(
+                    "id", flat=True
+                )
+            )
+            targets = set(
+                Target.objects.filter(id__in={m.target_id for _, m in msgs}).values_list(
+                    "id", flat=True
+                )
+            )
+            rules = set(
+                AccessRule.objects.filter(id__in={m.rule_id for _, m in msgs}).values_list(
+                    "id", flat=True
+                )
+            )
             sessions = SessionAssigner(self.idle)
             rows = []
             for eid, m in sorted(msgs, key=lambda p: p[1].started_at):
@@ -204,20 +226,38 @@ class Ingestor:
                 at = _ts(m.started_at)
                 agent_id = m.agent_id if m.agent_id in agents else None
                 target_id = m.target_id if m.target_id in targets else None
-                session = (sessions.assign(agent_id, target_id, m.session_key, at)
-                           if agent_id and target_id else None)
-                rows.append(Exchange(
-                    id=xid, session=session, agent_id=agent_id, target_id=target_id,
-                    rule_id=m.rule_id if m.rule_id in rules else None,
-                    approval_id=uuid.UUID(m.approval_id) if m.approval_id else None,
-                    worker_id=m.worker_id[:200], client_address=m.client_address[:64],
-                    started_at=at, method=m.method[:16], url=m.url,
-                    request_headers=m.request_headers, request_body=m.request_body,
-                    status_code=m.status_code, response_headers=m.response_headers,
-                    response_body=m.response_body, decision=m.decision, error=m.error[:300],
-                    request_findings=m.request_findings, response_findings=m.response_findings,
-                    timings=m.timings, body_truncated=m.body_truncated, stream_entry_id=eid,
-                ))
+                session = (
+                    sessions.assign(agent_id, target_id, m.session_key, at)
+                    if agent_id and target_id
+                    else None
+                )
+                rows.append(
+                    Exchange(
+                        id=xid,
+                        session=session,
+                        agent_id=agent_id,
+                        target_id=target_id,
+                        rule_id=m.rule_id if m.rule_id in rules else None,
+                        approval_id=uuid.UUID(m.approval_id) if m.approval_id else None,
+                        worker_id=m.worker_id[:200],
+                        client_address=m.client_address[:64],
+                        started_at=at,
+                        method=m.method[:16],
+                        url=m.url,
+                        request_headers=m.request_headers,
+                        request_body=m.request_body,
+                        status_code=m.status_code,
+                        response_headers=m.response_headers,
+                        response_body=m.response_body,
+                        decision=m.decision,
+                        error=m.error[:300],
+                        request_findings=m.request_findings,
+                        response_findings=m.response_findings,
+                        timings=m.timings,
+                        body_truncated=m.body_truncated,
+                        stream_entry_id=eid,
+                    )
+                )
             Exchange.objects.bulk_create(rows, ignore_conflicts=True)
             sessions.save()
 

@@ -42,8 +42,9 @@ class Exchange(models.Model):
     """One request and its answer as the worker recorded it: masked, no credentials."""
 
     id = models.UUIDField(primary_key=True, help_text="The worker's exchange id")
-    session = models.ForeignKey(Session, null=True, on_delete=models.SET_NULL,
-                                related_name="exchanges")
+    session = models.ForeignKey(
+        Session, null=True, on_delete=models.SET_NULL, related_name="exchanges"
+    )
     agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
     target = models.ForeignKey(Target, null=True, on_delete=models.SET_NULL, related_name="+")
     rule = models.ForeignKey(AccessRule, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -88,7 +89,9 @@ class IngestError(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["stream", "entry_id"], name="one_error_per_entry")]
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "entry_id"], name="one_error_per_entry")
+        ]
 
     def __str__(self) -> str:
         return f"{self.stream} {self.entry_id}"

@@ -38,8 +38,9 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
 
     ``?step=N`` (1-based) selects the exchange shown; the keyboard moves between steps.
     """
-    session = get_object_or_404(Session.objects.select_related("agent__owner", "target"),
-                                pk=session_id)
+    session = get_object_or_404(
+        Session.objects.select_related("agent__owner", "target"), pk=session_id
+    )
     exchanges = list(
         Exchange.objects.filter(session=session).select_related("rule").order_by("started_at")
     )
@@ -50,21 +51,28 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     current = exchanges[step - 1] if exchanges else None
     approval = None
     if current and current.approval_id:
-        approval = (ApprovalRequest.objects.filter(pk=current.approval_id)
-                    .prefetch_related("decisions__user").first())
+        approval = (
+            ApprovalRequest.objects.filter(pk=current.approval_id)
+            .prefetch_related("decisions__user")
+            .first()
+        )
     t0 = exchanges[0].started_at if exchanges else None
     timeline = [
         {"n": i + 1, "x": x, "offset": (x.started_at - t0).total_seconds() if t0 else 0.0}
         for i, x in enumerate(exchanges)
     ]
-    return render(request, "audit/session_detail.html", {
-        "session": session,
-        "timeline": timeline,
-        "step": step,
-        "current": current,
-        "approval": approval,
-        "request_body": pretty(current.request_body) if current else "",
-        "response_body": pretty(current.response_body) if current else "",
-        "prev_step": step - 1 if step > 1 else None,
-        "next_step": step + 1 if step < len(exchanges) else None,
-    })
+    return render(
+        request,
+        "audit/session_detail.html",
+        {
+            "session": session,
+            "timeline": timeline,
+            "step": step,
+            "current": current,
+            "approval": approval,
+            "request_body": pretty(current.request_body) if current else "",
+            "response_body": pretty(current.response_body) if current else "",
+            "prev_step": step - 1 if step > 1 else None,
+            "next_step": step + 1 if step < len(exchanges) else None,
+        },
+    )

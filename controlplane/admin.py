@@ -25,8 +25,18 @@ class TargetForm(forms.ModelForm):
 
     class Meta:
         model = Target
-        fields = ["name", "slug", "upstream_url", "auth_header", "auth_scheme", "credential",
-                  "clear_credential", "default_action", "approval_timeout", "approver_group"]
+        fields = [
+            "name",
+            "slug",
+            "upstream_url",
+            "auth_header",
+            "auth_scheme",
+            "credential",
+            "clear_credential",
+            "default_action",
+            "approval_timeout",
+            "approver_group",
+        ]
 
     def save(self, commit: bool = True) -> Target:
         target = super().save(commit=False)
@@ -79,8 +89,11 @@ class AgentAdmin(admin.ModelAdmin):
         response = TemplateResponse(
             request,
             "controlplane/token_issued.html",
-            {**self.admin_site.each_context(request), "issued": issued,
-             "title": "New agent tokens"},
+            {
+                **self.admin_site.each_context(request),
+                "issued": issued,
+                "title": "New agent tokens",
+            },
         )
         response["Cache-Control"] = "no-store"
         return response

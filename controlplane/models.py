@@ -43,17 +43,29 @@ class Target(models.Model):
 
     name = models.CharField(max_length=100)
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
-    upstream_url = models.URLField(help_text="Base URL of the upstream, e.g. https://api.example.com")
+    upstream_url = models.URLField(
+        help_text="Base URL of the upstream, e.g. https://api.example.com"
+    )
     auth_header = models.CharField(max_length=100, default="Authorization", blank=True)
-    auth_scheme = models.CharField(max_length=30, default="Bearer", blank=True,
-                                   help_text="Prefix before the credential, e.g. Bearer; empty for none")
+    auth_scheme = models.CharField(
+        max_length=30,
+        default="Bearer",
+        blank=True,
+        help_text="Prefix before the credential, e.g. Bearer; empty for none",
+    )
     credential_encrypted = models.TextField(blank=True, editable=False)
-    default_action = models.CharField(max_length=10, choices=ACTION_CHOICES, default="allow",
-                                      help_text="What happens when no access rule matches")
+    default_action = models.CharField(
+        max_length=10,
+        choices=ACTION_CHOICES,
+        default="allow",
+        help_text="What happens when no access rule matches",
+    )
     approval_timeout = models.PositiveIntegerField(
-        default=120, help_text="Seconds a held request waits for a decision")
-    approver_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL,
-                                       related_name="+")
+        default=120, help_text="Seconds a held request waits for a decision"
+    )
+    approver_group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -77,8 +89,13 @@ class Agent(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                              on_delete=models.SET_NULL, related_name="agents")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agents",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -129,8 +146,9 @@ class AgentToken(models.Model):
         prefix = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(8))
         secret = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(32))
         plaintext = f"{TOKEN_PREFIX}{prefix}_{secret}"
-        row = cls.objects.create(agent=agent, prefix=prefix, token_hash=hash_token(plaintext),
-                                 expires_at=expires_at)
+        row = cls.objects.create(
+            agent=agent, prefix=prefix, token_hash=hash_token(plaintext), expires_at=expires_at
+        )
         return row, plaintext
 
 
@@ -155,18 +173,30 @@ class MaskingRule(models.Model):
     """Which personal data to mask, how, in which direction, on which targets."""
 
     name = models.CharField(max_length=100, unique=True)
-    entity_types = ArrayField(models.CharField(max_length=30, choices=ENTITY_TYPE_CHOICES),
-                              blank=True, default=list,
-                              help_text="Built-in detectors, comma-separated: "
-                              + ", ".join(c for c, _ in ENTITY_TYPE_CHOICES))
-    field_names = ArrayField(models.CharField(max_length=100), blank=True, default=list,
-                             help_text="JSON/form field names masked whole (case-insensitive)")
-    custom_pattern = models.CharField(max_length=500, blank=True, validators=[validate_regex],
-                                      help_text="Optional extra regular expression")
+    entity_types = ArrayField(
+        models.CharField(max_length=30, choices=ENTITY_TYPE_CHOICES),
+        blank=True,
+        default=list,
+        help_text="Built-in detectors, comma-separated: "
+        + ", ".join(c for c, _ in ENTITY_TYPE_CHOICES),
+    )
+    field_names = ArrayField(
+        models.CharField(max_length=100),
+        blank=True,
+        default=list,
+        help_text="JSON/form field names masked whole (case-insensitive)",
+    )
+    custom_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_regex],
+        help_text="Optional extra regular expression",
+    )
     strategy = models.CharField(max_length=10, choices=STRATEGY_CHOICES, default="redact")
     direction = models.CharField(max_length=10, choices=DIRECTION_CHOICES, default="both")
-    targets = models.ManyToManyField(Target, blank=True, related_name="masking_rules",
-                                     help_text="None selected = every target")
+    targets = models.ManyToManyField(
+        Target, blank=True, related_name="masking_rules", help_text="None selected = every target"
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -190,27 +220,53 @@ class AccessRule(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     position = models.PositiveIntegerField(default=100, help_text="Lower runs first")
-    target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.CASCADE,
-                               related_name="access_rules", help_text="Empty = every target")
-    agents = models.ManyToManyField(Agent, blank=True, related_name="access_rules",
-                                    help_text="None selected = every agent")
-    methods = ArrayField(models.CharField(max_length=10), blank=True, default=list,
-                         help_text="HTTP methods, comma-separated; empty = any")
-    path_pattern = models.CharField(max_length=500, default="*",
-                                    help_text="Glob over the upstream path, e.g. /customers/*")
-    query_pattern = models.CharField(max_length=500, blank=True, validators=[validate_regex],
-                                     help_text="Regex searched in the decoded query string")
-    body_pattern = models.CharField(max_length=500, blank=True, validators=[validate_regex],
-                                    help_text="Regex searched in the request body")
+    target = models.ForeignKey(
+        Target,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="access_rules",
+        help_text="Empty = every target",
+    )
+    agents = models.ManyToManyField(
+        Agent, blank=True, related_name="access_rules", help_text="None selected = every agent"
+    )
+    methods = ArrayField(
+        models.CharField(max_length=10),
+        blank=True,
+        default=list,
+        help_text="HTTP methods, comma-separated; empty = any",
+    )
+    path_pattern = models.CharField(
+        max_length=500, default="*", help_text="Glob over the upstream path, e.g. /customers/*"
+    )
+    query_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_regex],
+        help_text="Regex searched in the decoded query string",
+    )
+    body_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_regex],
+        help_text="Regex searched in the request body",
+    )
     action = models.CharField(max_length=10, choices=ACTION_CHOICES)
     approval_timeout = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Seconds to wait for approval; empty = target's")
-    approver_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL,
-                                       related_name="+",
-                                       help_text="Who may approve; empty = the target's, "
-                                       "else the 'approver' group")
-    reason = models.CharField(max_length=300, blank=True,
-                              help_text="Shown to approvers and in deny answers")
+        null=True, blank=True, help_text="Seconds to wait for approval; empty = target's"
+    )
+    approver_group = models.ForeignKey(
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who may approve; empty = the target's, else the 'approver' group",
+    )
+    reason = models.CharField(
+        max_length=300, blank=True, help_text="Shown to approvers and in deny answers"
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -41,7 +41,9 @@ if not SECRET_KEY:
         raise RuntimeError("GATEHOUSE_SECRET_KEY is not set (see README.md)")
 
 SITE_URL = env("GATEHOUSE_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
-ALLOWED_HOSTS = [h.strip() for h in env("GATEHOUSE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")]
+ALLOWED_HOSTS = [
+    h.strip() for h in env("GATEHOUSE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+]
 CSRF_TRUSTED_ORIGINS = [SITE_URL]
 
 INSTALLED_APPS = [
@@ -110,8 +112,9 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env("GATEHOUSE_REDIS_URL",
-                "redis://127.0.0.1:6379/14" if TESTING else "redis://127.0.0.1:6379/0")
+REDIS_URL = env(
+    "GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/14" if TESTING else "redis://127.0.0.1:6379/0"
+)
 REDIS_PREFIX = env("GATEHOUSE_REDIS_PREFIX", "ghtest" if TESTING else "gh")
 
 CHANNEL_LAYERS = {

@@ -29,23 +29,30 @@ def compile_snapshot(version: int) -> dict[str, Any]:
     """The policy document for ``version``. Credentials are encrypted for workers."""
     targets = []
     for t in Target.objects.order_by("id"):
-        targets.append({
-            "id": t.id,
-            "slug": t.slug,
-            "upstream": t.upstream_url,
-            "auth_header": t.auth_header,
-            "auth_scheme": t.auth_scheme,
-            "credential": encrypt_for_worker(decrypt_field(t.credential_encrypted))
-            if t.credential_encrypted else None,
-            "default_action": t.default_action,
-            "approval_timeout": t.approval_timeout,
-        })
+        targets.append(
+            {
+                "id": t.id,
+                "slug": t.slug,
+                "upstream": t.upstream_url,
+                "auth_header": t.auth_header,
+                "auth_scheme": t.auth_scheme,
+                "credential": encrypt_for_worker(decrypt_field(t.credential_encrypted))
+                if t.credential_encrypted
+                else None,
+                "default_action": t.default_action,
+                "approval_timeout": t.approval_timeout,
+            }
+        )
     hashes: dict[int, list[str]] = {}
     for agent_id, h in AgentToken.objects.usable().values_list("agent_id", "token_hash"):
         hashes.setdefault(agent_id, []).append(h)
     agents = [
-        {"id": a.id, "name": a.name, "owner": a.owner.get_username() if a.owner else "",
-         "token_hashes": hashes.get(a.id, [])}
+        {
+            "id": a.id,
+            "name": a.name,
+            "owner": a.owner.get_username() if a.owner else "",
+            "token_hashes": hashes.get(a.id, []),
+        }
         for a in Agent.objects.filter(is_active=True).select_related("owner").order_by("id")
     ]
     masking = [
@@ -99,8 +106,14 @@ def publish_snapshot() -> int:
     k = keys()
     version = int(r.incr(k.policy_version))
     doc = compile_snapshot(version)
-    stored = r.eval(PUBLISH_SNAPSHOT_LUA, 2, k.policy_snapshot, k.policy_updates, version,
-                    json.dumps(doc, separators=(",", ":")))
+    stored = r.eval(
+        PUBLISH_SNAPSHOT_LUA,
+        2,
+        k.policy_snapshot,
+        k.policy_updates,
+        version,
+        json.dumps(doc, separators=(",", ":")),
+    )
     log.info("policy version %d %s", version, "published" if stored else "superseded")
     return version
 

@@ -43,30 +43,44 @@ def run(gateway: str, token: str, *, approval_wait: float, on_held=None) -> int:
     headers = {"Authorization": f"Bearer {token}", "X-Gatehouse-Session": SESSION}
     failures = 0
     with httpx.Client(base_url=gateway, headers=headers, timeout=approval_wait + 30) as http:
-        r = http.get("/customers/customers/customers.json",
-                     params={"_shape": "array", "_size": "3"})
-        _show(f"1. Three customers through the gateway: HTTP {r.status_code} (personal data masked)",
-              _body(r))
+        r = http.get(
+            "/customers/customers/customers.json", params={"_shape": "array", "_size": "3"}
+        )
+        _show(
+            f"1. Three customers through the gateway: HTTP {r.status_code} (personal data masked)",
+            _body(r),
+        )
         failures += r.status_code != 200 or "[EMAIL]" not in r.text
 
-        r = http.get("/customers/customers.json",
-                     params={"sql": "select name from sqlite_master", "_shape": "array"})
+        r = http.get(
+            "/customers/customers.json",
+            params={"sql": "select name from sqlite_master", "_shape": "array"},
+        )
         _show(f"2. Schema discovery: HTTP {r.status_code} (denied by an access rule)", _body(r))
         failures += r.status_code != 403
 
-        llm = openai.OpenAI(base_url=f"{gateway}/llm/v1", api_key=token,
-                            default_headers={"X-Gatehouse-Session": SESSION + "-llm"})
-        prompt = ("Draft a reply to Jane Roe, jane.roe@example.com, phone +1 415 555 2671, "
-                  "card 4111 1111 1111 1111.")
-        reply = llm.chat.completions.create(model="gatehouse-echo",
-                                            messages=[{"role": "user", "content": prompt}])
+        llm = openai.OpenAI(
+            base_url=f"{gateway}/llm/v1",
+            api_key=token,
+            default_headers={"X-Gatehouse-Session": SESSION + "-llm"},
+        )
+        prompt = (
+            "Draft a reply to Jane Roe, jane.roe@example.com, phone +1 415 555 2671, "
+            "card 4111 1111 1111 1111."
+        )
+        reply = llm.chat.completions.create(
+            model="gatehouse-echo", messages=[{"role": "user", "content": prompt}]
+        )
         text = reply.choices[0].message.content or ""
-        _show("3. openai SDK chat completion (the upstream echoes what it received)",
-              f"sent:     {prompt}\nreceived: {text}")
+        _show(
+            "3. openai SDK chat completion (the upstream echoes what it received)",
+            f"sent:     {prompt}\nreceived: {text}",
+        )
         failures += "jane.roe@example.com" in text or "[EMAIL]" not in text
 
-        stream = llm.chat.completions.create(model="gatehouse-echo", stream=True,
-                                             messages=[{"role": "user", "content": prompt}])
+        stream = llm.chat.completions.create(
+            model="gatehouse-echo", stream=True, messages=[{"role": "user", "content": prompt}]
+        )
         streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         _show("4. The same, streamed (SSE, masked as it flows)", f"received: {streamed}")
         failures += "4111" in streamed.replace(" ", "") and "[CREDIT_CARD]" not in streamed
@@ -74,13 +88,17 @@ def run(gateway: str, token: str, *, approval_wait: float, on_held=None) -> int:
         result: dict[str, httpx.Response] = {}
 
         def export() -> None:
-            result["r"] = http.get("/customers/customers.json",
-                                   params={"sql": "select * from customers", "_shape": "array"})
+            result["r"] = http.get(
+                "/customers/customers.json",
+                params={"sql": "select * from customers", "_shape": "array"},
+            )
 
         t = threading.Thread(target=export)
         t.start()
-        _show("5. Bulk export (SQL without LIMIT): held until an approver decides",
-              f"waiting up to {approval_wait:g} s …")
+        _show(
+            "5. Bulk export (SQL without LIMIT): held until an approver decides",
+            f"waiting up to {approval_wait:g} s …",
+        )
         if on_held:
             on_held()
         t.join(approval_wait + 30)
@@ -96,8 +114,9 @@ def run(gateway: str, token: str, *, approval_wait: float, on_held=None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gateway", default=os.environ.get("GATEHOUSE_PROXY_URL",
-                                                            "http://127.0.0.1:8080"))
+    parser.add_argument(
+        "--gateway", default=os.environ.get("GATEHOUSE_PROXY_URL", "http://127.0.0.1:8080")
+    )
     parser.add_argument("--token-file", type=Path, default=Path("var/demo/agent-token"))
     parser.add_argument("--approval-wait", type=float, default=130.0)
     args = parser.parse_args(argv)

@@ -15,14 +15,22 @@ class ApproverBot:
     """An httpx session signed in to the Gatehouse web UI as one user."""
 
     def __init__(self, web_url: str, username: str, password: str) -> None:
-        self.http = httpx.Client(base_url=web_url.rstrip("/"), follow_redirects=True,
-                                 timeout=10, headers={"Referer": web_url})
+        self.http = httpx.Client(
+            base_url=web_url.rstrip("/"),
+            follow_redirects=True,
+            timeout=10,
+            headers={"Referer": web_url},
+        )
         page = self.http.get("/accounts/login/")
         page.raise_for_status()
-        r = self.http.post("/accounts/login/", data={
-            "login": username, "password": password,
-            "csrfmiddlewaretoken": self.http.cookies["csrftoken"],
-        })
+        r = self.http.post(
+            "/accounts/login/",
+            data={
+                "login": username,
+                "password": password,
+                "csrfmiddlewaretoken": self.http.cookies["csrftoken"],
+            },
+        )
         if "/accounts/login/" in str(r.url):
             raise RuntimeError(f"could not sign in as {username!r}")
 

@@ -74,8 +74,9 @@ def ensure_database(name: str) -> None:
 
 
 def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env},
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env}, check=True
+    )
 
 
 def auto_approve(web_url: str, delay: float) -> None:
@@ -87,30 +88,37 @@ def auto_approve(web_url: str, delay: float) -> None:
     try:
         approval_id = bot.wait_for_pending(30)
         r = bot.decide(approval_id, "approve", "approved by demo --auto-approve")
-        print(f"   (auto-approve: approver approved {approval_id}: HTTP {r.status_code})",
-              flush=True)
+        print(
+            f"   (auto-approve: approver approved {approval_id}: HTTP {r.status_code})", flush=True
+        )
     finally:
         bot.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Gatehouse demo stack.")
-    parser.add_argument("--auto-approve", action="store_true",
-                        help="approve the demo agent's held request after a few seconds")
-    parser.add_argument("--no-wait", action="store_true",
-                        help="stop after the demo agent instead of staying up")
+    parser.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help="approve the demo agent's held request after a few seconds",
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="stop after the demo agent instead of staying up"
+    )
     args = parser.parse_args(argv)
 
     env = load_or_create_env(VAR / "demo.env")
     ports = Ports()
     web_url = os.environ.get("GATEHOUSE_SITE_URL", f"http://127.0.0.1:{ports.web}")
     proxy_url = f"http://127.0.0.1:{ports.proxy}"
-    env.update({
-        "GATEHOUSE_SITE_URL": web_url,
-        "GATEHOUSE_SPOOL_DIR": str(VAR / "spool"),
-        "DEMO_DATASETTE_URL": f"http://127.0.0.1:{ports.datasette}",
-        "DEMO_LLM_URL": f"http://127.0.0.1:{ports.llm}",
-    })
+    env.update(
+        {
+            "GATEHOUSE_SITE_URL": web_url,
+            "GATEHOUSE_SPOOL_DIR": str(VAR / "spool"),
+            "DEMO_DATASETTE_URL": f"http://127.0.0.1:{ports.datasette}",
+            "DEMO_LLM_URL": f"http://127.0.0.1:{ports.llm}",
+        }
+    )
     os.environ.update(env)
 
     from demo.customers_db import build_customers_db
@@ -133,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
 
     banner = f"""
 Gatehouse is running.
-  web console     {web_url}/            (approvals: {web_url}/approvals/, sessions: {web_url}/audit/sessions/)
+  web console     {web_url}/
+  approvals       {web_url}/approvals/
+  sessions        {web_url}/audit/sessions/
   proxy port      {proxy_url}/<target>/...   targets: customers (datasette), llm (OpenAI-compatible)
   demo accounts   admin / approver / approver2 / auditor   password: {DEMO_PASSWORD}
   upstreams       datasette http://127.0.0.1:{ports.datasette}  llm http://127.0.0.1:{ports.llm}
-  logs            {VAR / 'log'}
+  logs            {VAR / "log"}
 """
     print(banner, flush=True)
 
@@ -147,14 +157,24 @@ Gatehouse is running.
         if args.auto_approve:
             threading.Thread(target=auto_approve, args=(web_url, 2.0), daemon=True).start()
         else:
-            print(f"   Sign in at {web_url}/approvals/ as 'approver' ({DEMO_PASSWORD}) and "
-                  "click Approve or Deny.", flush=True)
+            print(
+                f"   Sign in at {web_url}/approvals/ as 'approver' ({DEMO_PASSWORD}) and "
+                "click Approve or Deny.",
+                flush=True,
+            )
 
-    failures = run_agent(proxy_url, token_file.read_text().strip(),
-                         approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
-                         on_held=on_held)
-    print(f"\ndemo agent finished: {'all steps as expected' if not failures else f'{failures} unexpected'}."
-          f"\nReplay it as 'auditor' at {web_url}/audit/sessions/", flush=True)
+    failures = run_agent(
+        proxy_url,
+        token_file.read_text().strip(),
+        approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
+        on_held=on_held,
+    )
+    print(
+        "\ndemo agent finished: "
+        + ("all steps as expected." if not failures else f"{failures} step(s) unexpected.")
+        + f"\nReplay it as 'auditor' at {web_url}/audit/sessions/",
+        flush=True,
+    )
     if args.no_wait:
         stack.stop()
         return 1 if failures else 0

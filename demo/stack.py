@@ -25,8 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None,
-              name: str = "") -> None:
+def wait_port(
+    port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None, name: str = ""
+) -> None:
     """Wait until 127.0.0.1:``port`` accepts connections; raise if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,34 +69,87 @@ class Stack:
         py = sys.executable
         bindir = Path(py).parent
         return {
-            "datasette": [str(bindir / "datasette"), "serve", str(self.customers_db),
-                          "--host", "127.0.0.1", "--port", str(self.ports.datasette),
-                          "--plugins-dir", str(ROOT / "demo" / "datasette_plugins"),
-                          "--metadata", str(ROOT / "demo" / "datasette_metadata.json")],
-            "llm": [py, "-m", "demo.llm_upstream", "--host", "127.0.0.1",
-                    "--port", str(self.ports.llm), "--quiet"],
-            "web": [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.ports.web),
-                    "controlplane.asgi:application"],
+            "datasette": [
+                str(bindir / "datasette"),
+                "serve",
+                str(self.customers_db),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.datasette),
+                "--plugins-dir",
+                str(ROOT / "demo" / "datasette_plugins"),
+                "--metadata",
+                str(ROOT / "demo" / "datasette_metadata.json"),
+            ],
+            "llm": [
+                py,
+                "-m",
+                "demo.llm_upstream",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.llm),
+                "--quiet",
+            ],
+            "web": [
+                py,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.ports.web),
+                "controlplane.asgi:application",
+            ],
             "proxy": [py, "-m", "proxy_worker"],
             "ingest": [py, "manage.py", "ingest", "--block-ms", "200"],
-            "celery-worker": [py, "-m", "celery", "-A", "controlplane", "worker",
-                              "--loglevel", "INFO", "--concurrency", "2", "--pool", "threads"],
-            "celery-beat": [py, "-m", "celery", "-A", "controlplane", "beat", "--loglevel", "INFO",
-                            "--schedule", str(self.log_dir / "celerybeat-schedule")],
+            "celery-worker": [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "controlplane",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--pool",
+                "threads",
+            ],
+            "celery-beat": [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "controlplane",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.log_dir / "celerybeat-schedule"),
+            ],
         }
 
     def listen_port(self, name: str) -> int | None:
-        return {"datasette": self.ports.datasette, "llm": self.ports.llm,
-                "web": self.ports.web, "proxy": self.ports.proxy}.get(name)
+        return {
+            "datasette": self.ports.datasette,
+            "llm": self.ports.llm,
+            "web": self.ports.web,
+            "proxy": self.ports.proxy,
+        }.get(name)
 
     def process_env(self) -> dict[str, str]:
         env = {**os.environ, **self.env}
-        env.update({
-            "GATEHOUSE_PROXY_PORT": str(self.ports.proxy),
-            "GATEHOUSE_WEB_PORT": str(self.ports.web),
-            "DEMO_LLM_PORT": str(self.ports.llm),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "GATEHOUSE_PROXY_PORT": str(self.ports.proxy),
+                "GATEHOUSE_WEB_PORT": str(self.ports.web),
+                "DEMO_LLM_PORT": str(self.ports.llm),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     def start(self, names: list[str], timeout: float = 40.0) -> None:
@@ -105,9 +159,14 @@ class Stack:
         env = self.process_env()
         for name in names:
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.procs[name] = subprocess.Popen(cmds[name], cwd=ROOT, env=env, stdout=log,
-                                                stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                cmds[name],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         for name in names:
             port = self.listen_port(name)
             if port:

@@ -54,8 +54,11 @@ def build_link() -> ControlPlaneLink:
         worker_key=_required("GATEHOUSE_WORKER_KEY"),
         masking_key=_required("GATEHOUSE_MASKING_KEY"),
         spool_dir=Path(os.environ.get("GATEHOUSE_SPOOL_DIR", "var/spool")),
-        phone_regions=[r.strip() for r in os.environ.get("GATEHOUSE_PHONE_REGIONS", "US").split(",")
-                       if r.strip()],
+        phone_regions=[
+            r.strip()
+            for r in os.environ.get("GATEHOUSE_PHONE_REGIONS", "US").split(",")
+            if r.strip()
+        ],
         max_mask_bytes=int(os.environ.get("GATEHOUSE_MAX_MASK_BYTES", str(10 * 1024 * 1024))),
     )
 

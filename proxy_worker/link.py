@@ -215,8 +215,9 @@ class ControlPlaneLink:
             ):
                 self.install(doc)
         except ContractError as e:
-            log.error("ignoring bad policy snapshot, keeping version %s: %s",
-                      self.state.policy.version, e)
+            log.error(
+                "ignoring bad policy snapshot, keeping version %s: %s", self.state.policy.version, e
+            )
 
     async def _poll(self) -> None:
         while True:
@@ -226,8 +227,11 @@ class ControlPlaneLink:
                 await self._recheck_waiters()
             except (RedisError, OSError) as e:
                 if self.redis_ok:
-                    log.warning("redis unreachable, serving policy version %s: %s",
-                                self.state.policy.version, e)
+                    log.warning(
+                        "redis unreachable, serving policy version %s: %s",
+                        self.state.policy.version,
+                        e,
+                    )
                 self.redis_ok = False
 
     # -- pub/sub: policy updates and decisions --------------------------------------------
@@ -383,8 +387,9 @@ class ControlPlaneLink:
             lines = [line for line in f.read().splitlines() if line.strip()]
         pipe = self.redis.pipeline(transaction=False)
         for line in lines:
-            pipe.xadd(self.keys.exchanges_stream, {"data": line},
-                      maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(
+                self.keys.exchanges_stream, {"data": line}, maxlen=STREAM_MAXLEN, approximate=True
+            )
             sent += 1
         await pipe.execute()
         draining.unlink()
@@ -395,9 +400,7 @@ class ControlPlaneLink:
     async def _drain_spool_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if not (
-                self.spool_path.exists() or self.spool_path.with_suffix(".draining").exists()
-            ):
+            if not (self.spool_path.exists() or self.spool_path.with_suffix(".draining").exists()):
                 continue
             try:
                 await self.redis.ping()
@@ -405,4 +408,3 @@ class ControlPlaneLink:
                 await self.drain_spool()
             except (RedisError, OSError):
                 self.redis_ok = False
-

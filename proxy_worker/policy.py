@@ -130,7 +130,9 @@ class AccessRule:
     _body_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_path_re", re.compile(fnmatch.translate(self.path_pattern or "*")))
+        object.__setattr__(
+            self, "_path_re", re.compile(fnmatch.translate(self.path_pattern or "*"))
+        )
         object.__setattr__(
             self, "_query_re", re.compile(self.query_pattern) if self.query_pattern else None
         )
@@ -150,9 +152,7 @@ class AccessRule:
             return False
         if self._query_re is not None and not self._query_re.search(request.query):
             return False
-        if self._body_re is not None and not self._body_re.search(request.body_text):
-            return False
-        return True
+        return self._body_re is None or bool(self._body_re.search(request.body_text))
 
 
 @dataclass(frozen=True)

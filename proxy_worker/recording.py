@@ -19,8 +19,15 @@ from proxy_worker.policy import Target
 
 #: Header names (lower case) whose values are never recorded nor shown to approvers.
 CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
-     "api-key", "x-auth-token"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+    }
 )
 REDACTED = "[REDACTED]"
 
@@ -47,8 +54,15 @@ def _text(body: bytes | None) -> tuple[str, bool]:
     return text[:RECORD_BODY_LIMIT], len(text) > RECORD_BODY_LIMIT
 
 
-def build_exchange(flow: http.HTTPFlow, st: FlowState, worker_id: str, *, url: str,
-                   request_body: bytes, response_body: bytes) -> ExchangeMessage:
+def build_exchange(
+    flow: http.HTTPFlow,
+    st: FlowState,
+    worker_id: str,
+    *,
+    url: str,
+    request_body: bytes,
+    response_body: bytes,
+) -> ExchangeMessage:
     """The exchange record of a finished flow (``flow.response`` or ``flow.error`` set).
 
     ``url``, ``request_body`` and ``response_body`` are the masked forms to record (for a

@@ -25,8 +25,13 @@ def users(db):
     from django.contrib.auth.models import Group, User
 
     out = {}
-    for name, role in [("admin", "admin"), ("approver", "approver"), ("approver2", "approver"),
-                       ("auditor", "auditor"), ("outsider", None)]:
+    for name, role in [
+        ("admin", "admin"),
+        ("approver", "approver"),
+        ("approver2", "approver"),
+        ("auditor", "auditor"),
+        ("outsider", None),
+    ]:
         user = User.objects.create_user(name, password="pw-" + name)
         if role:
             user.groups.add(Group.objects.get_or_create(name=role)[0])
@@ -51,11 +56,22 @@ def policy(db, users):
     agent = Agent.objects.create(name="agent-1", owner=users["admin"])
     _, token = AgentToken.issue(agent)
     MaskingRule.objects.create(name="pii", entity_types=["EMAIL", "US_SSN"])
-    deny = AccessRule.objects.create(name="no schema", position=10, target=target,
-                                     query_pattern="sqlite_master", action="deny",
-                                     reason="no schema discovery")
-    approve = AccessRule.objects.create(name="bulk", position=20, target=target,
-                                        path_pattern="/export*", action="approve",
-                                        approval_timeout=30)
-    return SimpleNamespace(target=target, agent=agent, token=token, deny_rule=deny,
-                           approve_rule=approve)
+    deny = AccessRule.objects.create(
+        name="no schema",
+        position=10,
+        target=target,
+        query_pattern="sqlite_master",
+        action="deny",
+        reason="no schema discovery",
+    )
+    approve = AccessRule.objects.create(
+        name="bulk",
+        position=20,
+        target=target,
+        path_pattern="/export*",
+        action="approve",
+        approval_timeout=30,
+    )
+    return SimpleNamespace(
+        target=target, agent=agent, token=token, deny_rule=deny, approve_rule=approve
+    )

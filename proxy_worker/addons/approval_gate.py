@@ -37,7 +37,9 @@ class ApprovalGate:
             await self._hold(flow)
         except Exception as e:  # fail closed
             log.exception("approval gate failed")
-            answer_error(flow, 500, "gateway_error", f"approval could not be handled: {type(e).__name__}")
+            answer_error(
+                flow, 500, "gateway_error", f"approval could not be handled: {type(e).__name__}"
+            )
 
     async def _hold(self, flow: http.HTTPFlow) -> None:
         st = state_of(flow)
@@ -68,26 +70,40 @@ class ApprovalGate:
             await self.link.submit_approval(msg)
             decision = await self.link.wait_for_decision(approval_id, st.access.timeout)
         except ControlPlaneUnavailable as e:
-            answer_error(flow, 503, "approval_unavailable",
-                         f"this request needs approval and {e}; refused (fail closed)",
-                         headers=hdr, approval_id=approval_id)
+            answer_error(
+                flow,
+                503,
+                "approval_unavailable",
+                f"this request needs approval and {e}; refused (fail closed)",
+                headers=hdr,
+                approval_id=approval_id,
+            )
             return
         finally:
             st.timings["approval_wait"] = round((time.perf_counter() - t0) * 1000, 3)
         if decision is None:
             st.decision = "expired"
-            answer_error(flow, 403, "approval_expired",
-                         f"no decision within {st.access.timeout:g} s", decision="expired",
-                         headers=hdr, approval_id=approval_id)
+            answer_error(
+                flow,
+                403,
+                "approval_expired",
+                f"no decision within {st.access.timeout:g} s",
+                decision="expired",
+                headers=hdr,
+                approval_id=approval_id,
+            )
         elif decision.verdict == "approved":
             st.decision = "approved"
         else:
             answer_error(
-                flow, 403,
+                flow,
+                403,
                 "approval_denied" if decision.verdict == "denied" else "approval_expired",
-                f"request {decision.verdict}" + (
-                    f" by {', '.join(decision.decided_by)}" if decision.decided_by else ""),
+                f"request {decision.verdict}"
+                + (f" by {', '.join(decision.decided_by)}" if decision.decided_by else ""),
                 decision="approval_denied" if decision.verdict == "denied" else "expired",
-                headers=hdr, approval_id=approval_id, decided_by=decision.decided_by,
+                headers=hdr,
+                approval_id=approval_id,
+                decided_by=decision.decided_by,
                 comment=decision.comment,
             )

@@ -21,5 +21,7 @@ class CredentialInjector:
         target = state_of(flow).target
         if target is None or not target.credential:
             return
-        value = f"{target.auth_scheme} {target.credential}" if target.auth_scheme else target.credential
+        value = (
+            f"{target.auth_scheme} {target.credential}" if target.auth_scheme else target.credential
+        )
         flow.request.headers[target.auth_header] = value

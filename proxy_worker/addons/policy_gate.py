@@ -33,15 +33,21 @@ class PolicyGate:
             self._request(flow)
         except Exception as e:  # fail closed: never let a bug forward a request
             log.exception("policy gate failed")
-            answer_error(flow, 500, "gateway_error", f"policy could not be applied: {type(e).__name__}")
+            answer_error(
+                flow, 500, "gateway_error", f"policy could not be applied: {type(e).__name__}"
+            )
 
     def _request(self, flow: http.HTTPFlow) -> None:
         st = state_of(flow)
         state = self.link.state
         policy = state.policy
         if policy.version == 0:
-            answer_error(flow, 503, "policy_unavailable",
-                         "the gateway has no policy yet (control plane unreachable)")
+            answer_error(
+                flow,
+                503,
+                "policy_unavailable",
+                "the gateway has no policy yet (control plane unreachable)",
+            )
             return
 
         headers = flow.request.headers
@@ -51,10 +57,12 @@ class PolicyGate:
         agent = policy.identify(token)
         if agent is None:
             answer_error(
-                flow, 401,
+                flow,
+                401,
                 "missing_token" if not token else "unknown_token",
                 "present a Gatehouse agent token: 'Authorization: Bearer gh_...'"
-                if not token else "the token is unknown, expired or revoked",
+                if not token
+                else "the token is unknown, expired or revoked",
                 headers={"WWW-Authenticate": 'Bearer realm="gatehouse"'},
                 decision="denied",
             )
@@ -71,8 +79,9 @@ class PolicyGate:
             return
         target = policy.resolve_target(slug)
         if target is None:
-            answer_error(flow, 404, "unknown_target", f"no target named {slug!r}",
-                         decision="denied")
+            answer_error(
+                flow, 404, "unknown_target", f"no target named {slug!r}", decision="denied"
+            )
             return
         st.target = target
         flow.request.url = target.upstream_url(upstream_path)
@@ -90,8 +99,12 @@ class PolicyGate:
         if decision.action == "deny":
             rule = decision.rule
             answer_error(
-                flow, 403, "denied_by_rule",
-                f"denied by access rule {rule.name!r}" if rule else "denied by the target's default",
+                flow,
+                403,
+                "denied_by_rule",
+                f"denied by access rule {rule.name!r}"
+                if rule
+                else "denied by the target's default",
                 decision="denied",
                 rule={"id": rule.id, "name": rule.name, "reason": rule.reason} if rule else None,
             )

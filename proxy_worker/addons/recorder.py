@@ -90,7 +90,11 @@ class Recorder:
             flow.response.headers.setdefault(APPROVAL_ID_HEADER, st.approval_id)
         url, request_body = self._request_record(flow, st)
         msg = build_exchange(
-            flow, st, self.link.worker_id, url=url, request_body=request_body,
+            flow,
+            st,
+            self.link.worker_id,
+            url=url,
+            request_body=request_body,
             response_body=self._response_record(flow, st),
         )
         await self.link.record_exchange(msg)

@@ -21,6 +21,7 @@ detectors are resolved by the engine (:class:`~proxy_worker.masking.Masker`).
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,7 @@ import phonenumbers
 from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher
 from stdnum import iban as _stdnum_iban
 
-from .errors import MaskingConfigError
+from .errors import MaskingConfigError, MaskingError
 
 __all__ = [
     "CREDIT_CARD",
@@ -203,15 +204,17 @@ def card_issuer(digits: str) -> bool:
     Maestro 50, 56–69 (lengths 12–19).
     """
     n = len(digits)
+    if n < 12 or digits[0] not in "23456":
+        return False
     for lo, hi, plen, lengths in _CARD_RANGES:
         if n in lengths and lo <= int(digits[:plen]) <= hi:
             return True
     return False
 
 
-# A run of ASCII digit groups separated by single spaces or dashes, starting at
-# a token boundary (not after a letter/digit, not after "digit + separator").
-_CARD_RUN_RE = re.compile(r"(?<![^\W_])(?<![0-9][ \-])[0-9]++(?:[ \-][0-9]++)*+")
+# A maximal run of ASCII digit groups separated by single spaces or dashes.
+# Groups glued to letters at either end of the run are dropped in code.
+_CARD_RUN_RE = re.compile(r"(?<![0-9])[0-9]++(?:[ \-][0-9]++)*+")
 _DIGIT_GROUP_RE = re.compile(r"[0-9]+")
 
 
@@ -238,6 +241,8 @@ class CreditCardDetector:
             ]
             if _is_alnum_at(text, m.end()):  # last group glued to a word
                 groups.pop()
+            if groups and _is_alnum_at(text, m.start() - 1):  # first group glued to a word
+                groups.pop(0)
             i = 0
             while i < len(groups):
                 best = -1
@@ -331,6 +336,24 @@ _IBAN_RUN_RE = re.compile(
 _ALNUM_GROUP_RE = re.compile(r"[A-Za-z0-9]+")
 
 
+def _iban_lengths() -> dict[str, int]:
+    """Country code -> IBAN length, from python-stdnum's copy of the SWIFT
+    IBAN registry (empty if its internal layout ever changes: then every
+    length 15–34 is tried)."""
+    lengths: dict[str, int] = {}
+    try:
+        for _n, low, high, props, _children in _stdnum_iban._ibandb.prefixes:
+            bban = props.get("bban")
+            if low == high and bban:
+                lengths[low] = 4 + sum(int(c) for c in re.findall(r"(\d+)!", bban))
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    return lengths
+
+
+_IBAN_LENGTHS = _iban_lengths()
+
+
 class IbanDetector:
     """International Bank Account Numbers (ISO 13616).
 
@@ -363,11 +386,15 @@ class IbanDetector:
                     break
             found = None
             compact = "".join(text[a:b] for a, b in groups[:keep])
+            want = _IBAN_LENGTHS.get(compact[:2].upper()) if _IBAN_LENGTHS else None
+            if _IBAN_LENGTHS and want is None:
+                keep = 0  # not an IBAN country
             for k in range(keep, 0, -1):
-                if 15 <= len(compact) <= 34 and _stdnum_iban.is_valid(compact):
+                n = len(compact)
+                if (n == want if want else 15 <= n <= 34) and _stdnum_iban.is_valid(compact):
                     found = k
                     break
-                compact = compact[: len(compact) - (groups[k - 1][1] - groups[k - 1][0])]
+                compact = compact[: n - (groups[k - 1][1] - groups[k - 1][0])]
             if found is not None:
                 end = groups[found - 1][1]
                 yield Detection(base, end, IBAN, compact.upper())
@@ -430,31 +457,55 @@ class IpAddressDetector:
 
 # --------------------------------------------------------------------------- phone
 
-# Loose candidate: digits with common separators, >= 6 digits checked in code.
-# Only used to find windows on which phonenumbers' matcher runs (the matcher is
-# ~40 µs per short window but far slower on long texts).
-_PHONE_CANDIDATE_RE = re.compile(r"\d[\d().\-/ \t\u00a0\u2010-\u2015]{4,40}\d")
+# Candidate runs: maximal stretches of digits and phone punctuation (>= 6
+# digits, checked in code). phonenumbers' matcher then runs on a window around
+# each run (it costs ~40 µs per short window but is far slower on long texts).
+_PHONE_RUN_RE = re.compile(r"\d[\d().\-/ \t\u00a0\u2010-\u2015]*\d")
 _NON_DIGIT_RE = re.compile(r"\D+")
-_PHONE_PRE = 8  # characters of context before a candidate ("tel:+", "(")
+_PHONE_PRE = 8  # characters of context before a run ("tel:+", "(")
 _PHONE_POST = 24  # characters after (extensions such as " ext. 1234")
-_FALLBACK_BUDGET = 2048  # max direct parse attempts per find() call
+_PHONE_MAX_WINDOW = 256  # longer windows are cut into overlapping slices
+_PHONE_OVERLAP = 96  # slice overlap: well above the longest number with extension
+_MIN_INTL_DIGITS = 6
+#: Invalid candidates the matcher may try per window before giving up (the
+#: window's runs are then parsed directly).
+_MATCHER_TRIES = 12
+#: Runs with this many whitespace-separated groups skip the matcher.
+_DENSE_TOKENS = 32
+#: Direct parse budget: 256 + one per this many characters of text.
+_PARSE_BUDGET_MIN = 256
+_PARSE_BUDGET_CHARS = 32
 
 
 class PhoneDetector:
     """Telephone numbers valid in the numbering plan (ITU-T E.164 / libphonenumber).
 
-    Candidate windows are found with a cheap regex, then
-    :class:`phonenumbers.PhoneNumberMatcher` with ``Leniency.VALID`` runs on
-    each window, once per region. Numbers written with ``+`` are found for any
-    region; a leading ``00`` international prefix (ITU-T E.164 recommended
-    prefix, used by Faker's ``001-…`` format) is treated like ``+``.
+    Candidate runs (digits and phone punctuation, at least 6 digits; without
+    ``+``/``00`` at least the shortest national number of the regions, which
+    skips dates) are found with one regex. :class:`phonenumbers.PhoneNumberMatcher`
+    with ``Leniency.VALID`` then runs on a window around each run, once per
+    region. Where the matcher misses numbers (several numbers separated only
+    by spaces, a window so dense with digits that it gives up after
+    ``_MATCHER_TRIES`` invalid candidates, or runs of ``_DENSE_TOKENS``+
+    space-separated groups, i.e. tables of numbers), the run's
+    whitespace-separated tokens are parsed directly: up to 6 adjacent tokens,
+    longest valid combination first, with ``parse`` + ``is_valid_number``.
+
+    Numbers written with ``+`` are found for any region; a leading ``00``
+    international prefix (ITU-T E.164 recommended prefix, used by Faker's
+    ``001-…`` format) is treated like ``+``.
 
     Args:
         regions: ISO 3166-1 alpha-2 default regions for national formats
             (e.g. ``("US", "GB")``); empty = only ``+``/``00`` numbers.
 
     Raises:
-        MaskingConfigError: unknown region.
+        MaskingConfigError: unknown region (constructor).
+        MaskingError: (``find``) the text is so dense with digit groups that
+            validating them would exceed 256 + one direct parse per
+            ``_PARSE_BUDGET_CHARS`` (32) characters (e.g. 10 kB of
+            ``"12 34 56 …"``); failing closed instead of leaving numbers
+            unchecked.
 
     ``normalised`` is the E.164 form (without extension).
     """
@@ -464,75 +515,162 @@ class PhoneDetector:
 
     def __init__(self, regions: Sequence[str] = ("US",)) -> None:
         regs = tuple(r.upper() for r in regions)
+        national: set[int] = set()
         for r in regs:
             if r not in phonenumbers.SUPPORTED_REGIONS:
                 raise MaskingConfigError(f"unknown phone region {r!r}")
+            md = phonenumbers.PhoneMetadata.metadata_for_region(r)
+            lengths = tuple(md.general_desc.possible_length or ()) if md else ()
+            prefix = len(md.national_prefix or "") if md else 0
+            for length in lengths or range(_MIN_INTL_DIGITS, 16):
+                national.update((length, length + prefix))
         self.regions: tuple[str, ...] = regs or ("ZZ",)
+        #: digit counts a number written without "+"/"00" can have
+        self._national_lengths = frozenset(national)
+        self._min_national = max(min(national, default=99), _MIN_INTL_DIGITS)
 
     def find(self, text: str, hint: str = "") -> Iterator[Detection]:
         """Yield phone detections in ``text`` (``hint`` is ignored)."""
-        windows: list[list[int]] = []  # [start, end, cand_start...]
+        windows: list[list[int]] = []  # [start, end, run index, run index, ...]
         runs: list[tuple[int, int]] = []
+        dense: set[int] = set()  # runs to parse token by token
         n = len(text)
-        for m in _PHONE_CANDIDATE_RE.finditer(text):
-            if len(_NON_DIGIT_RE.sub("", m.group())) < 6:
+        for m in _PHONE_RUN_RE.finditer(text):
+            nd = len(_NON_DIGIT_RE.sub("", m.group()))
+            if nd < _MIN_INTL_DIGITS:
+                continue
+            s0 = m.start()
+            if nd < self._min_national and not (
+                (s0 > 0 and text[s0 - 1] in "+\uff0b") or _intl_00_at(text, s0)
+            ):
                 continue
             runs.append(m.span())
-            ws = max(0, m.start() - _PHONE_PRE)
+            if len(_WS_RE.findall(m.group())) >= _DENSE_TOKENS:
+                dense.add(len(runs) - 1)  # a table of numbers: parse tokens directly
+                continue
+            ws = max(0, s0 - _PHONE_PRE)
             we = min(n, m.end() + _PHONE_POST)
             limit = min(n, we + 16)
             while we < limit and text[we].isalnum():
                 we += 1
             if windows and ws <= windows[-1][1]:
                 windows[-1][1] = max(windows[-1][1], we)
-                windows[-1].append(m.start())
+                windows[-1].append(len(runs) - 1)
             else:
-                windows.append([ws, we, m.start()])
+                windows.append([ws, we, len(runs) - 1])
+        if not runs:
+            return
         found: list[Detection] = []
+        step = _PHONE_MAX_WINDOW - _PHONE_OVERLAP
         for win in windows:
-            ws, we, starts = win[0], win[1], win[2:]
-            chunk = text[ws:we]
-            replaced: set[int] = set()
-            for s in starts:
-                if _intl_00_at(text, s):
-                    rel = s - ws
-                    chunk = chunk[:rel] + " +" + chunk[rel + 2 :]
-                    replaced.add(s)
-            for region in self.regions:
-                for pm in PhoneNumberMatcher(chunk, region, leniency=Leniency.VALID):
-                    a = ws + pm.start
-                    b = ws + pm.end
-                    if a - 1 in replaced:
-                        a -= 1
-                    while a < b and not (text[a].isdigit() or text[a] in "+("):
-                        a += 1
-                    if a >= b:
-                        continue
-                    e164 = phonenumbers.format_number(pm.number, PhoneNumberFormat.E164)
-                    found.append(Detection(a, b, PHONE, e164))
+            ws, we = win[0], win[1]
+            exhausted = False
+            for cs in range(ws, max(ws + 1, we - _PHONE_OVERLAP), step):
+                if cs > ws and not text[cs - 1].isspace():
+                    # start slices at a token boundary, not inside a number
+                    sp = _WS_RE.search(text, cs, min(we, cs + 32))
+                    if sp:
+                        cs = sp.end()
+                exhausted |= self._match_window(text, cs, min(we, cs + _PHONE_MAX_WINDOW), found)
+            if exhausted:
+                dense.update(win[2:])
         found.sort()
-        # The matcher gives up on some runs of several numbers separated only by
-        # spaces ("+1-650-253-0000 650.253.0000"): parse the uncovered
-        # whitespace-separated tokens of each candidate run directly.
+        # Direct parsing of what the matcher left uncovered: it misses numbers
+        # in runs of several space-separated numbers ("+1-650-253-0000
+        # 650.253.0000"), next to such runs, and in windows it gave up on.
         extra: list[Detection] = []
-        budget = [_FALLBACK_BUDGET]
+        starts = [d.start for d in found]
+        max_end: list[int] = []
+        for d in found:
+            max_end.append(max(d.end, max_end[-1]) if max_end else d.end)
+        budget = [_PARSE_BUDGET_MIN + n // _PARSE_BUDGET_CHARS]
         for a, b in runs:
-            extra.extend(self._fallback(text, a, b, found, budget))
+            extra.extend(self._fallback(text, a, b, starts, max_end, budget))
         if extra:
             found = sorted(found + extra)
-        yield from found
+        # Overlapping results (several regions, window slices): keep the union.
+        merged: list[Detection] = []
+        for d in found:
+            if merged and d.start < merged[-1].end:
+                last = merged[-1]
+                if d.end > last.end:
+                    longer = d if d.end - d.start > last.end - last.start else last
+                    merged[-1] = Detection(last.start, d.end, PHONE, longer.normalised)
+                continue
+            merged.append(d)
+        yield from merged
+
+    def _match_window(self, text: str, ws: int, we: int, found: list[Detection]) -> bool:
+        """Run the matcher on ``text[ws:we]`` (``00`` prefixes read as ``+``),
+        appending to ``found``. Returns True if the matcher gave up early."""
+        chunk = text[ws:we]
+        replaced: set[int] = set()
+        for m in _INTL_00_RE.finditer(chunk):
+            s = ws + m.start()
+            if _intl_00_at(text, s):
+                rel = m.start()
+                chunk = chunk[:rel] + " +" + chunk[rel + 2 :]
+                replaced.add(s)
+        exhausted = False
+        for region in self.regions:
+            matcher = PhoneNumberMatcher(
+                chunk, region, leniency=Leniency.VALID, max_tries=_MATCHER_TRIES
+            )
+            for pm in matcher:
+                a = ws + pm.start
+                b = ws + pm.end
+                if a - 1 in replaced:
+                    a -= 1
+                # the matcher may include a leading "[" or a stray "("
+                while a < b and not (
+                    text[a].isdigit() or text[a] == "+" or _opens_group(text, a, b)
+                ):
+                    a += 1
+                if a >= b:
+                    continue
+                e164 = phonenumbers.format_number(pm.number, PhoneNumberFormat.E164)
+                found.append(Detection(a, b, PHONE, e164))
+            exhausted |= matcher._max_tries <= 0
+        return exhausted
 
     def _fallback(
-        self, text: str, a: int, b: int, found: list[Detection], budget: list[int]
+        self,
+        text: str,
+        a: int,
+        b: int,
+        starts: list[int],
+        max_end: list[int],
+        budget: list[int],
     ) -> list[Detection]:
         if a > 0 and text[a - 1] in "+(":
             a -= 1
-        tokens = [(m.start(), m.end()) for m in _TOKEN_RE.finditer(text, a, b)]
-        free = [t for t in tokens if not any(d.start < t[1] and t[0] < d.end for d in found)]
+        free: list[tuple[int, int]] = []
+        acc = [0]  # prefix sums of digit counts over free tokens
+        for m in _TOKEN_RE.finditer(text, a, b):
+            nd = len(m.group().translate(_PUNCT_DROP))
+            if not nd:
+                continue  # "." or "-" between numbers
+            ts, te = m.span()
+            while text[ts] in ".-/":  # sentence punctuation around a number
+                ts += 1
+            while text[te - 1] in ".-/":
+                te -= 1
+            if ts > 0 and text[ts - 1].isalpha():
+                continue  # glued to a word: an identifier, not a phone number
+            if te < len(text) and text[te].isalpha() and text[te] not in "xXeE":
+                continue  # (x / ext extensions may follow directly)
+            i = bisect.bisect_left(starts, te)  # found[:i] start before the token ends
+            if i and max_end[i - 1] > ts:
+                continue  # overlaps a matcher result
+            free.append((ts, te))
+            acc.append(acc[-1] + nd)
         out: list[Detection] = []
+        national = self._national_lengths
         i = 0
         while i < len(free):
             hit = None
+            s0 = free[i][0]
+            intl = text[s0] in "+\uff0b" or _intl_00_at(text, s0)
             last = i
             while last + 1 < len(free) and last + 1 - i < 6:
                 gap = text[free[last][1] : free[last + 1][0]]
@@ -540,11 +678,10 @@ class PhoneDetector:
                     break
                 last += 1
             for j in range(last, i - 1, -1):
-                if budget[0] <= 0:
-                    return out
-                budget[0] -= 1
-                s0, e0 = free[i][0], free[j][1]
-                hit = self._parse_valid(text, s0, e0)
+                nd = acc[j + 1] - acc[i]
+                if nd > 15 or (nd < 7 if intl else nd not in national):
+                    continue
+                hit = self._parse_valid(text, s0, free[j][1], budget)
                 if hit is not None:
                     out.append(hit)
                     i = j + 1
@@ -553,14 +690,20 @@ class PhoneDetector:
                 i += 1
         return out
 
-    def _parse_valid(self, text: str, s0: int, e0: int) -> Detection | None:
+    def _parse_valid(self, text: str, s0: int, e0: int, budget: list[int]) -> Detection | None:
         sub = text[s0:e0]
         nd = len(_NON_DIGIT_RE.sub("", sub))
-        if nd < 7 or nd > 15 or _DATE_LIKE_RE.search(sub):
+        intl = sub[:1] in ("+", "\uff0b") or _intl_00_at(text, s0)
+        if nd > 15 or (nd not in self._national_lengths if not intl else nd < 7):
+            return None
+        if _DATE_LIKE_RE.search(sub):
             return None
         before = text[max(0, s0 - 2) : s0]
         if text[e0 : e0 + 1] in (":", "%") or (before.endswith(":") and before[:1].isdigit()):
             return None  # part of a time stamp or a percentage
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise MaskingError("text too dense with digit groups to check for phone numbers")
         if _intl_00_at(text, s0):
             sub = "+" + sub[2:]
         for region in self.regions:
@@ -576,7 +719,19 @@ class PhoneDetector:
 
 
 _TOKEN_RE = re.compile(r"\S+")
+_PUNCT_DROP = str.maketrans("", "", "()+.-/\u00a0\u2010\u2011\u2012\u2013\u2014\u2015\uff0b")
+_INTL_00_RE = re.compile(r"00[1-9]")
+_DIGIT_RE = re.compile(r"\d")
+_WS_RE = re.compile(r"\s")
 _DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
+
+
+def _opens_group(text: str, a: int, b: int) -> bool:
+    """``text[a]`` is a "(" closed before ``b`` around digits only, e.g. ``(650)``."""
+    if text[a] != "(":
+        return False
+    close = text.find(")", a, b)
+    return close > a + 1 and text[a + 1 : close].strip().isdigit()
 
 
 def _intl_00_at(text: str, s: int) -> bool:

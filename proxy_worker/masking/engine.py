@@ -9,7 +9,6 @@ construction and safe to share between threads. Streams need one
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import contextlib
 import functools
@@ -253,32 +252,15 @@ def _classify(media: str | None) -> str:
 _DIGIT_RE = re.compile(r"\d")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BOM = "\ufeff"
+_PHONE_KEY_RE = re.compile(
+    r"phone|mobile|msisdn|(?<![a-z])(?:tel|fax|cell)(?![a-z])", re.IGNORECASE
+)
 
 
 def _key_path(path: str, key: str) -> str:
     if _IDENT_RE.match(key):
         return f"{path}.{key}"
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
-
-
-class _Occupied:
-    """Sorted, non-overlapping set of half-open spans."""
-
-    __slots__ = ("ends", "starts")
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-
-    def add_if_free(self, start: int, end: int) -> bool:
-        i = bisect.bisect_right(self.starts, start)
-        if i > 0 and self.ends[i - 1] > start:
-            return False
-        if i < len(self.starts) and self.starts[i] < end:
-            return False
-        self.starts.insert(i, start)
-        self.ends.insert(i, end)
-        return True
 
 
 class _DupKeys:
@@ -296,6 +278,18 @@ class _DupKeys:
         if len(d) != len(pairs):
             self.seen = True
         return d
+
+
+def _blank(text: str, spans: Sequence[Detection]) -> str:
+    """``text`` with every span replaced by as many NUL characters."""
+    parts: list[str] = []
+    pos = 0
+    for d in spans:
+        parts.append(text[pos : d.start])
+        parts.append("\x00" * (d.end - d.start))
+        pos = d.end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def _dumps(value: Any) -> str:
@@ -406,17 +400,18 @@ class Masker:
 
     # ------------------------------------------------------------------ core
 
-    def scan(self, text: str, hint: str = "") -> list[Detection]:
+    def scan(self, text: str, hint: str = "", *, phones: bool = True) -> list[Detection]:
         """Detect entities in ``text``.
 
         Results for short strings (<= 128 characters, e.g. ids, names and
         model fields repeated in every streamed chunk) are memoised per masker
-        (LRU, 8192 entries).
+        (LRU, 8192 entries; the cache keeps those recent strings in memory).
 
         Args:
             text: the string to scan.
             hint: context for keyword-gated detectors (the JSON key or form
                 field name the string belongs to, or preceding stream text).
+            phones: False skips the PHONE detector.
 
         Returns:
             Non-overlapping detections sorted by start offset.
@@ -426,10 +421,10 @@ class Masker:
         if not self._uses_hint:
             hint = ""
         if len(text) <= _CACHE_MAX_CHARS:
-            return list(self._scan_small(text, hint))
-        return self._scan_uncached(text, hint)
+            return list(self._scan_small(text, hint, phones))
+        return self._scan_uncached(text, hint, phones)
 
-    def _scan_uncached(self, text: str, hint: str) -> list[Detection]:
+    def _scan_uncached(self, text: str, hint: str, phones: bool = True) -> list[Detection]:
         flags = 0
         if _DIGIT_RE.search(text):
             flags |= NEEDS_DIGIT
@@ -437,20 +432,43 @@ class Masker:
             flags |= NEEDS_AT
         if ":" in text:
             flags |= NEEDS_COLON
-        occupied = _Occupied()
-        out: list[Detection] = []
+        accepted: list[Detection] = []
+        view = text
+        stale = False
         for det in self._detectors:
-            if det.needs & ~flags:
+            if det.needs & ~flags or (not phones and det.entity_type == PHONE):
                 continue
-            for d in det.find(text, hint):
-                if occupied.add_if_free(d.start, d.end):
-                    out.append(d)
-        if len(out) > 1:
-            out.sort()
-        return out
+            if stale:
+                # Later detectors must not combine characters of an earlier
+                # match with their surroundings (card digits + a phone number):
+                # blank accepted matches out, keeping offsets.
+                view = _blank(text, accepted)
+                stale = False
+            new = list(det.find(view, hint))
+            if not new:
+                continue
+            stale = True
+            new.sort()
+            # Linear merge: keep earlier (higher-priority) detections, add the
+            # new ones that overlap nothing already accepted.
+            merged: list[Detection] = []
+            i = 0
+            n = len(accepted)
+            for d in new:
+                while i < n and accepted[i].end <= d.start:
+                    merged.append(accepted[i])
+                    i += 1
+                if i < n and accepted[i].start < d.end:
+                    continue
+                if merged and merged[-1].end > d.start:
+                    continue
+                merged.append(d)
+            merged.extend(accepted[i:])
+            accepted = merged
+        return accepted
 
-    def _scan_tuple(self, text: str, hint: str) -> tuple[Detection, ...]:
-        return tuple(self._scan_uncached(text, hint))
+    def _scan_tuple(self, text: str, hint: str, phones: bool) -> tuple[Detection, ...]:
+        return tuple(self._scan_uncached(text, hint, phones))
 
     def render(self, text: str, detections: Sequence[Detection]) -> str:
         """Replace ``detections`` (sorted, non-overlapping, within ``text``)
@@ -491,6 +509,11 @@ class Masker:
 
         Returns:
             ``(masked_text, findings)``; ``masked_text is text`` when nothing matched.
+
+        Raises:
+            MaskingError: text so dense with digit groups that phone numbers
+                cannot be checked within budget (see
+                :class:`~proxy_worker.masking.detectors.PhoneDetector`).
         """
         masked, dets = self._mask_str(text, hint)
         return masked, [Finding(d.entity_type, f"{location}@{d.start}") for d in dets]
@@ -503,7 +526,10 @@ class Masker:
         * string leaves (and object keys) are scanned;
         * ints (not bools) are scanned as their decimal string and become the
           masked *string* when something is found (e.g. a card stored as a
-          number); floats, bools and null are left alone;
+          number); PHONE applies to ints only under a phone-like key
+          (``phone``, ``mobile``, ``tel``, ``fax``, ``cell``, ``msisdn``), since
+          bare integers are usually ids or timestamps; floats, bools and null
+          are left alone;
         * a key matching a field-name rule has its whole value replaced by
           ``[REDACTED]`` / ``[REDACTED:xxxxxxxx]`` or, for ``drop``, removed;
         * masked keys that would collide get a ``~2``, ``~3``… suffix so the
@@ -549,9 +575,13 @@ class Masker:
             s = str(value)
             if len(s) < 6:
                 return value
-            masked, dets = self._mask_str(s, hint)
+            # Bare integers are ids and timestamps far more often than phone
+            # numbers: only treat them as phones under a phone-like key.
+            phones = bool(hint) and _PHONE_KEY_RE.search(hint) is not None
+            dets = self.scan(s, hint, phones=phones)
             if not dets:
                 return value
+            masked = self.render(s, dets)
             for d in dets:
                 findings.append(Finding(d.entity_type, path))
             return masked
@@ -720,7 +750,9 @@ class Masker:
             BinaryBodyError: image/audio/video/font/octet-stream/pdf/zip/
                 protobuf… types, or a body that decodes neither with its
                 charset nor as UTF-8.
-            MaskingError: any other failure (never partially masked output).
+            MaskingError: any other failure, e.g. JSON nested beyond the
+                recursion limit or text too dense with digit groups to check
+                for phone numbers (never partially masked output).
         """
         if not body:
             return MaskResult(body, [], "empty")

@@ -68,7 +68,7 @@ __all__ = ["HOLD_BACK", "SSEStreamMasker", "safe_cut"]
 #: extensions, 19-digit card numbers and 34-character IBANs in 4-groups.
 HOLD_BACK = 64
 
-_CONTEXT_CHARS = 48  # masked text kept as keyword context (e.g. "SSN:")
+_CONTEXT_CHARS = 48  # raw text before the pending tail, keyword context (e.g. "SSN:")
 _EOL_RE = re.compile(rb"[\r\n]")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _CHAT_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
@@ -491,7 +491,15 @@ class SSEStreamMasker:
         text = st.pending + piece
         if not text:
             return ""
-        dets = self._masker.scan(text, st.context)
+        # Scan with the already-emitted raw context in front so that detectors
+        # see the same surroundings as in the whole text (e.g. "SSN: " before
+        # nine bare digits); keep only what lies in the pending text.
+        off = len(st.context)
+        dets = [
+            d._replace(start=max(d.start, off) - off, end=d.end - off)
+            for d in self._masker.scan(st.context + text)
+            if d.end > off
+        ]
         cut = len(text) if flush else safe_cut(text, dets)
         if cut == 0:
             st.pending = text
@@ -500,7 +508,7 @@ class SSEStreamMasker:
         emitted = self._masker.render(text[:cut], keep)
         self.findings.extend(Finding(d.entity_type, location) for d in keep)
         st.pending = text[cut:]
-        st.context = (st.context + emitted)[-_CONTEXT_CHARS:]
+        st.context = (st.context + text[:cut])[-_CONTEXT_CHARS:]
         return emitted
 
     def _flush_streams(self, pred: Callable[[StreamKey], bool] | None, idx: int) -> bytes:

@@ -16,11 +16,19 @@ def make_request(policy):
     def make(deadline_in: float = 60.0, **kw):
         now = time.time()
         msg = ApprovalRequestMessage(
-            approval_id=str(uuid.uuid4()), worker_id="w1", agent_id=policy.agent.id,
-            target_id=policy.target.id, rule_id=policy.approve_rule.id, method="GET",
-            url="http://127.0.0.1:9/export?sql=select+*", headers={"accept": "*/*"},
-            body=kw.pop("body", '{"q": "[EMAIL]"}'), body_truncated=False, requested_at=now,
-            deadline=now + deadline_in, reason="bulk export",
+            approval_id=str(uuid.uuid4()),
+            worker_id="w1",
+            agent_id=policy.agent.id,
+            target_id=policy.target.id,
+            rule_id=policy.approve_rule.id,
+            method="GET",
+            url="http://127.0.0.1:9/export?sql=select+*",
+            headers={"accept": "*/*"},
+            body=kw.pop("body", '{"q": "[EMAIL]"}'),
+            body_truncated=False,
+            requested_at=now,
+            deadline=now + deadline_in,
+            reason="bulk export",
         )
         req, created = do_create_approval_request(msg)
         assert created

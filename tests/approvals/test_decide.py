@@ -31,8 +31,10 @@ def test_it_refuses_users_without_the_approver_role(client, users, make_request,
     c = _login(client, users[who])
     assert c.get(reverse("approvals:queue")).status_code == status
     assert c.get(reverse("approvals:detail", args=[req.id])).status_code == status
-    assert c.post(reverse("approvals:decide", args=[req.id]),
-                  {"verdict": "approve"}).status_code == status
+    assert (
+        c.post(reverse("approvals:decide", args=[req.id]), {"verdict": "approve"}).status_code
+        == status
+    )
 
 
 def test_it_sends_anonymous_users_to_sign_in(client, make_request):
@@ -57,8 +59,9 @@ def test_it_shows_the_masked_request_escaped(client, users, make_request):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_it_approves_and_tells_the_workers(client, users, make_request, redis_client,
-                                           django_capture_on_commit_callbacks):
+def test_it_approves_and_tells_the_workers(
+    client, users, make_request, redis_client, django_capture_on_commit_callbacks
+):
     req = make_request()
     k = keys()
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
@@ -66,8 +69,10 @@ def test_it_approves_and_tells_the_workers(client, users, make_request, redis_cl
     pubsub.get_message(timeout=0.5)
     c = _login(client, users["approver"])
     with django_capture_on_commit_callbacks(execute=True):
-        r = c.post(reverse("approvals:decide", args=[req.id]),
-                   {"verdict": "approve", "comment": "ok for the audit"})
+        r = c.post(
+            reverse("approvals:decide", args=[req.id]),
+            {"verdict": "approve", "comment": "ok for the audit"},
+        )
     assert r.status_code == 302
     req.refresh_from_db()
     assert req.status == ApprovalRequest.Status.APPROVED and req.decided_at
@@ -82,20 +87,24 @@ def test_it_approves_and_tells_the_workers(client, users, make_request, redis_cl
 def test_it_denies(client, users, make_request, redis_client, django_capture_on_commit_callbacks):
     req = make_request()
     with django_capture_on_commit_callbacks(execute=True):
-        _login(client, users["approver"]).post(reverse("approvals:decide", args=[req.id]),
-                                               {"verdict": "deny"})
+        _login(client, users["approver"]).post(
+            reverse("approvals:decide", args=[req.id]), {"verdict": "deny"}
+        )
     req.refresh_from_db()
     assert req.status == "denied"
     assert json.loads(redis_client.get(keys().decision(str(req.id))))["verdict"] == "denied"
 
 
-def test_it_answers_htmx_with_the_updated_row(client, users, make_request, redis_client,
-                                              django_capture_on_commit_callbacks):
+def test_it_answers_htmx_with_the_updated_row(
+    client, users, make_request, redis_client, django_capture_on_commit_callbacks
+):
     req = make_request()
     with django_capture_on_commit_callbacks(execute=True):
         r = _login(client, users["approver"]).post(
-            reverse("approvals:decide", args=[req.id]), {"verdict": "approve"},
-            HTTP_HX_REQUEST="true")
+            reverse("approvals:decide", args=[req.id]),
+            {"verdict": "approve"},
+            HTTP_HX_REQUEST="true",
+        )
     assert r.status_code == 200
     assert 'data-status="approved"' in r.content.decode()
 
@@ -103,8 +112,9 @@ def test_it_answers_htmx_with_the_updated_row(client, users, make_request, redis
 def test_an_owner_cannot_decide_on_their_agents_requests(client, users, make_request):
     users["admin"].groups.add(users["approver"].groups.get())  # admin owns the agent
     req = make_request()
-    r = _login(client, users["admin"]).post(reverse("approvals:decide", args=[req.id]),
-                                            {"verdict": "approve"})
+    r = _login(client, users["admin"]).post(
+        reverse("approvals:decide", args=[req.id]), {"verdict": "approve"}
+    )
     assert r.status_code == 403
     req.refresh_from_db()
     assert req.status == "pending"
@@ -112,19 +122,22 @@ def test_an_owner_cannot_decide_on_their_agents_requests(client, users, make_req
 
 def test_it_refuses_decisions_after_the_deadline(client, users, make_request):
     req = make_request(deadline_in=-1)
-    r = _login(client, users["approver"]).post(reverse("approvals:decide", args=[req.id]),
-                                               {"verdict": "approve"})
+    r = _login(client, users["approver"]).post(
+        reverse("approvals:decide", args=[req.id]), {"verdict": "approve"}
+    )
     assert r.status_code == 403
 
 
-def test_it_refuses_a_second_decision(client, users, make_request, redis_client,
-                                      django_capture_on_commit_callbacks):
+def test_it_refuses_a_second_decision(
+    client, users, make_request, redis_client, django_capture_on_commit_callbacks
+):
     req = make_request()
     c = _login(client, users["approver"])
     with django_capture_on_commit_callbacks(execute=True):
         c.post(reverse("approvals:decide", args=[req.id]), {"verdict": "approve"})
-    r = _login(client, users["approver2"]).post(reverse("approvals:decide", args=[req.id]),
-                                                {"verdict": "deny"})
+    r = _login(client, users["approver2"]).post(
+        reverse("approvals:decide", args=[req.id]), {"verdict": "deny"}
+    )
     assert r.status_code == 403
     req.refresh_from_db()
     assert req.status == "approved"
@@ -132,8 +145,9 @@ def test_it_refuses_a_second_decision(client, users, make_request, redis_client,
 
 def test_it_rejects_an_unknown_verdict(client, users, make_request):
     req = make_request()
-    r = _login(client, users["approver"]).post(reverse("approvals:decide", args=[req.id]),
-                                               {"verdict": "maybe"})
+    r = _login(client, users["approver"]).post(
+        reverse("approvals:decide", args=[req.id]), {"verdict": "maybe"}
+    )
     assert r.status_code == 400
 
 
@@ -156,8 +170,9 @@ def test_it_enforces_csrf_on_decisions(users, make_request):
     assert req.status == "pending"
 
 
-def test_the_sweep_expires_overdue_requests(make_request, redis_client,
-                                            django_capture_on_commit_callbacks):
+def test_the_sweep_expires_overdue_requests(
+    make_request, redis_client, django_capture_on_commit_callbacks
+):
     from approvals.tasks import expire_approval_requests
 
     late = make_request(deadline_in=-1)

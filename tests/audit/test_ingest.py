@@ -16,13 +16,24 @@ pytestmark = pytest.mark.django_db
 
 
 def _exchange(policy, *, at: float, session_key: str = "", **kw) -> ExchangeMessage:
-    base = dict(exchange_id=str(uuid.uuid4()), worker_id="w1", started_at=at,
-                agent_id=policy.agent.id, target_id=policy.target.id, session_key=session_key,
-                client_address="127.0.0.1", method="GET", url="http://127.0.0.1:9/x",
-                request_headers={"authorization": "[REDACTED]"}, request_body="",
-                status_code=200, response_headers={}, response_body='{"email":"[EMAIL]"}',
-                decision="allowed",
-                response_findings=[{"type": "EMAIL", "location": "$.email", "count": 1}])
+    base = dict(
+        exchange_id=str(uuid.uuid4()),
+        worker_id="w1",
+        started_at=at,
+        agent_id=policy.agent.id,
+        target_id=policy.target.id,
+        session_key=session_key,
+        client_address="127.0.0.1",
+        method="GET",
+        url="http://127.0.0.1:9/x",
+        request_headers={"authorization": "[REDACTED]"},
+        request_body="",
+        status_code=200,
+        response_headers={},
+        response_body='{"email":"[EMAIL]"}',
+        decision="allowed",
+        response_findings=[{"type": "EMAIL", "location": "$.email", "count": 1}],
+    )
     base.update(kw)
     return ExchangeMessage(**base)
 
@@ -117,10 +128,20 @@ def test_it_creates_approval_requests_from_the_approvals_stream(policy, ingestor
     from proxy_worker.contract import ApprovalRequestMessage
 
     now = time.time()
-    msg = ApprovalRequestMessage(approval_id=str(uuid.uuid4()), worker_id="w", agent_id=policy.agent.id,
-                                 target_id=policy.target.id, rule_id=policy.approve_rule.id,
-                                 method="GET", url="http://x/export", headers={}, body="",
-                                 body_truncated=False, requested_at=now, deadline=now + 30)
+    msg = ApprovalRequestMessage(
+        approval_id=str(uuid.uuid4()),
+        worker_id="w",
+        agent_id=policy.agent.id,
+        target_id=policy.target.id,
+        rule_id=policy.approve_rule.id,
+        method="GET",
+        url="http://x/export",
+        headers={},
+        body="",
+        body_truncated=False,
+        requested_at=now,
+        deadline=now + 30,
+    )
     redis_client.xadd(keys().approvals_stream, {"data": msg.to_json()})
     redis_client.xadd(keys().approvals_stream, {"data": msg.to_json()})
     ingestor.step()

@@ -18,14 +18,27 @@ XSS = '<script>alert(1)</script><img src=x onerror="alert(2)">'
 @pytest.fixture
 def session(policy):
     now = timezone.now()
-    s = Session.objects.create(agent=policy.agent, target=policy.target, started_at=now,
-                               last_activity_at=now, exchange_count=2)
+    s = Session.objects.create(
+        agent=policy.agent,
+        target=policy.target,
+        started_at=now,
+        last_activity_at=now,
+        exchange_count=2,
+    )
     for i, body in enumerate(['{"email": "[EMAIL]"}', XSS]):
         Exchange.objects.create(
-            id=uuid.uuid4(), session=s, agent=policy.agent, target=policy.target,
-            rule=policy.deny_rule if i else None, worker_id="w", started_at=now,
-            method="GET", url=f"http://u/x{i}?q={XSS}", status_code=200 if not i else 403,
-            response_body=body, decision="allowed" if not i else "denied",
+            id=uuid.uuid4(),
+            session=s,
+            agent=policy.agent,
+            target=policy.target,
+            rule=policy.deny_rule if i else None,
+            worker_id="w",
+            started_at=now,
+            method="GET",
+            url=f"http://u/x{i}?q={XSS}",
+            status_code=200 if not i else 403,
+            response_body=body,
+            decision="allowed" if not i else "denied",
             response_headers={"x-evil": XSS},
             response_findings=[{"type": "EMAIL", "location": "$.email", "count": 1}],
         )

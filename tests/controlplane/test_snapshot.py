@@ -64,8 +64,10 @@ def test_it_publishes_newer_versions_only(policy, redis_client):
     from proxy_worker.contract import PUBLISH_SNAPSHOT_LUA
 
     stale = json.dumps({"v": SCHEMA_VERSION, "version": v1})
-    assert redis_client.eval(PUBLISH_SNAPSHOT_LUA, 2, k.policy_snapshot, k.policy_updates,
-                             v1, stale) == 0
+    assert (
+        redis_client.eval(PUBLISH_SNAPSHOT_LUA, 2, k.policy_snapshot, k.policy_updates, v1, stale)
+        == 0
+    )
     assert json.loads(redis_client.get(k.policy_snapshot))["version"] == v2
 
 

@@ -23,7 +23,10 @@ from demo.stack import Ports, Stack
 PASSWORD = "e2e-" + secrets.token_urlsafe(8)
 
 
-@pytest.fixture(scope="session")
+# Package scope: pytest-django runs non-transactional tests (these) before transactional
+# ones; tearing the stack down (and flushing its committed data) when the e2e package is
+# done keeps the seed from leaking into later tests.
+@pytest.fixture(scope="package")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     """A running Gatehouse with the demo seed; yields a namespace of URLs and secrets."""
     from controlplane.redis import client
@@ -53,21 +56,36 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     token_file = tmp / "agent-token"
     with django_db_blocker.unblock():
         call_command(
-            "seed_demo", password=PASSWORD, datasette_url=f"http://127.0.0.1:{ports.datasette}",
-            datasette_token=datasette_token, llm_url=f"http://127.0.0.1:{ports.llm}",
-            llm_key=llm_key, approval_timeout=20, token_file=token_file,
+            "seed_demo",
+            password=PASSWORD,
+            datasette_url=f"http://127.0.0.1:{ports.datasette}",
+            datasette_token=datasette_token,
+            llm_url=f"http://127.0.0.1:{ports.llm}",
+            llm_key=llm_key,
+            approval_timeout=20,
+            token_file=token_file,
         )
         from controlplane.models import AccessRule, Target
 
         llm = Target.objects.get(slug="llm")
-        AccessRule.objects.create(name="No file uploads", position=5, target=llm,
-                                  path_pattern="/v1/files*", action="deny",
-                                  reason="files API is off limits")
+        AccessRule.objects.create(
+            name="No file uploads",
+            position=5,
+            target=llm,
+            path_pattern="/v1/files*",
+            action="deny",
+            reason="files API is off limits",
+        )
         customers = Target.objects.get(slug="customers")
-        AccessRule.objects.create(name="Orders export (short timeout)", position=6,
-                                  target=customers, path_pattern="/customers/orders.json",
-                                  query_pattern="_size=max", action="approve",
-                                  approval_timeout=2)
+        AccessRule.objects.create(
+            name="Orders export (short timeout)",
+            position=6,
+            target=customers,
+            path_pattern="/customers/orders.json",
+            query_pattern="_size=max",
+            action="approve",
+            approval_timeout=2,
+        )
     st = Stack(ports=ports, env=env, log_dir=tmp / "log", customers_db=db_path)
     try:
         st.start(["datasette", "llm", "web", "proxy", "ingest"])
@@ -79,10 +97,16 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("select email, phone, ssn, credit_card, iban from customers").fetchall()
     ns = SimpleNamespace(
-        stack=st, ports=ports, password=PASSWORD, token=token_file.read_text().strip(),
-        proxy_url=f"http://127.0.0.1:{ports.proxy}", web_url=f"http://127.0.0.1:{ports.web}",
-        llm_url=f"http://127.0.0.1:{ports.llm}", datasette_token=datasette_token,
-        llm_key=llm_key, pii_rows=rows,
+        stack=st,
+        ports=ports,
+        password=PASSWORD,
+        token=token_file.read_text().strip(),
+        proxy_url=f"http://127.0.0.1:{ports.proxy}",
+        web_url=f"http://127.0.0.1:{ports.web}",
+        llm_url=f"http://127.0.0.1:{ports.llm}",
+        datasette_token=datasette_token,
+        llm_key=llm_key,
+        pii_rows=rows,
     )
     try:
         yield ns
@@ -97,8 +121,9 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
 @pytest.fixture
 def agent_http(stack):
     """An httpx client of the demo agent, pointed at the proxy port."""
-    with httpx.Client(base_url=stack.proxy_url, timeout=60,
-                      headers={"Authorization": f"Bearer {stack.token}"}) as c:
+    with httpx.Client(
+        base_url=stack.proxy_url, timeout=60, headers={"Authorization": f"Bearer {stack.token}"}
+    ) as c:
         yield c
 
 

@@ -11,8 +11,14 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -50,8 +56,11 @@ def test_an_approver_approves_a_held_request_live(stack, agent_http, browser):
 
     out: dict = {}
     sql = "select id, email, phone from customers where id > 7"
-    t = threading.Thread(target=lambda: out.setdefault("r", agent_http.get(
-        "/customers/customers.json", params={"sql": sql, "_shape": "array"})))
+    t = threading.Thread(
+        target=lambda: out.setdefault(
+            "r", agent_http.get("/customers/customers.json", params={"sql": sql, "_shape": "array"})
+        )
+    )
     t.start()
     row = page.locator("article[data-status=pending]").nth(seen_before)
     row.wait_for(timeout=5000)  # appears without a reload

@@ -16,8 +16,10 @@ from tests.e2e.conftest import wait_for
 # fixture commits its data outside the test transactions and flushes at the end.
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
-PROMPT = ("Write to Jane Roe at jane.roe@example.com or +1 415 555 2671; "
-          "her card is 4111 1111 1111 1111 and SSN 123-45-6789.")
+PROMPT = (
+    "Write to Jane Roe at jane.roe@example.com or +1 415 555 2671; "
+    "her card is 4111 1111 1111 1111 and SSN 123-45-6789."
+)
 RAW_VALUES = ["jane.roe@example.com", "4111 1111 1111 1111", "123-45-6789", "555 2671"]
 
 
@@ -26,13 +28,14 @@ def _llm(stack, **kw):
 
 
 def test_it_masks_personal_data_in_responses(stack, agent_http):
-    r = agent_http.get("/customers/customers/customers.json",
-                       params={"_shape": "array", "_size": "20"})
+    r = agent_http.get(
+        "/customers/customers/customers.json", params={"_shape": "array", "_size": "20"}
+    )
     assert r.status_code == 200
     rows = r.json()  # still valid JSON
     assert len(rows) == 20 and set(rows[0]) >= {"email", "phone", "ssn", "credit_card", "name"}
     text = r.text
-    for email, phone, ssn, card, iban in stack.pii_rows[:20]:
+    for email, _phone, ssn, card, iban in stack.pii_rows[:20]:
         assert email not in text and ssn not in text and card not in text and iban not in text
     assert all(row["email"] == "[EMAIL]" and row["ssn"] == "[US_SSN]" for row in rows)
     assert all(row["credit_card"] == "[CREDIT_CARD]" for row in rows)
@@ -40,17 +43,22 @@ def test_it_masks_personal_data_in_responses(stack, agent_http):
 
 def test_it_decodes_compressed_responses_before_masking(stack, agent_http):
     for enc in ("gzip", "br"):
-        r = agent_http.get("/customers/customers/customers.json",
-                           params={"_shape": "array", "_size": "5"},
-                           headers={"Accept-Encoding": enc})
+        r = agent_http.get(
+            "/customers/customers/customers.json",
+            params={"_shape": "array", "_size": "5"},
+            headers={"Accept-Encoding": enc},
+        )
         assert r.status_code == 200 and "[EMAIL]" in r.text
         assert stack.pii_rows[0][0] not in r.text
 
 
-@pytest.mark.parametrize("headers, status, code", [
-    ({}, 401, "missing_token"),
-    ({"Authorization": "Bearer gh_unknown_tokenvalue"}, 401, "unknown_token"),
-])
+@pytest.mark.parametrize(
+    "headers, status, code",
+    [
+        ({}, 401, "missing_token"),
+        ({"Authorization": "Bearer gh_unknown_tokenvalue"}, 401, "unknown_token"),
+    ],
+)
 def test_it_refuses_unidentified_agents(stack, headers, status, code):
     r = httpx.get(f"{stack.proxy_url}/customers/customers/customers.json", headers=headers)
     assert r.status_code == status
@@ -67,7 +75,8 @@ def test_it_404s_unknown_targets_and_path_tricks(stack, agent_http):
 def test_it_injects_the_credential_and_masks_the_prompt(stack):
     httpx.delete(f"{stack.llm_url}/_received")
     reply = _llm(stack).chat.completions.create(
-        model="gatehouse-echo", messages=[{"role": "user", "content": PROMPT}])
+        model="gatehouse-echo", messages=[{"role": "user", "content": PROMPT}]
+    )
     content = reply.choices[0].message.content
     assert "[EMAIL]" in content and "[CREDIT_CARD]" in content and "[US_SSN]" in content
     assert not any(v in content for v in RAW_VALUES)
@@ -79,7 +88,8 @@ def test_it_injects_the_credential_and_masks_the_prompt(stack):
 
 def test_it_masks_streamed_completions_split_across_deltas(stack):
     stream = _llm(stack).chat.completions.create(
-        model="gatehouse-echo", stream=True, messages=[{"role": "user", "content": PROMPT}])
+        model="gatehouse-echo", stream=True, messages=[{"role": "user", "content": PROMPT}]
+    )
     deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
     text = "".join(deltas)
     assert text.startswith("You said:")
@@ -93,8 +103,9 @@ def test_it_denies_by_rule_and_nothing_reaches_upstream(stack, agent_http):
     err = r.json()["error"]
     assert err["code"] == "denied_by_rule" and err["rule"]["name"] == "No file uploads"
     assert httpx.get(f"{stack.llm_url}/_received").json() == []
-    r = agent_http.get("/customers/customers.json",
-                       params={"sql": "select name from sqlite_master"})
+    r = agent_http.get(
+        "/customers/customers.json", params={"sql": "select name from sqlite_master"}
+    )
     assert r.status_code == 403 and r.json()["error"]["rule"]["name"] == "No schema discovery"
 
 
@@ -107,9 +118,17 @@ def test_a_held_request_waits_for_the_decision(stack, agent_http, verdict):
     out: dict = {}
     bot = ApproverBot(stack.web_url, "approver", stack.password)
     before = set(bot.pending_ids())
-    t = threading.Thread(target=_held, args=(agent_http, {
-        "sql": f"select email, ssn from customers where id > {len(before)}", "_shape": "array"},
-        out))
+    t = threading.Thread(
+        target=_held,
+        args=(
+            agent_http,
+            {
+                "sql": f"select email, ssn from customers where id > {len(before)}",
+                "_shape": "array",
+            },
+            out,
+        ),
+    )
     t.start()
     approval_id = bot.wait_for_pending(10, exclude=before)
     # Other traffic flows while the request is held.
@@ -140,20 +159,26 @@ def test_a_held_request_expires_with_a_clear_error(stack, agent_http):
 def test_everything_is_recorded_masked(stack, agent_http, django_db_blocker):
     from audit.models import Exchange, Session
 
-    agent_http.get("/customers/customers/customers.json", params={"_shape": "array", "_size": "3"},
-                   headers={"X-Gatehouse-Session": "recorded-check"})
+    agent_http.get(
+        "/customers/customers/customers.json",
+        params={"_shape": "array", "_size": "3"},
+        headers={"X-Gatehouse-Session": "recorded-check"},
+    )
     with django_db_blocker.unblock():
         session = wait_for(lambda: Session.objects.filter(key="recorded-check").first())
         assert session.exchange_count == 1
         wait_for(lambda: Exchange.objects.filter(decision="denied").exists())
-        dump = json.dumps([
-            {k: v for k, v in x.__dict__.items() if not k.startswith("_")}
-            for x in Exchange.objects.all()
-        ], default=str)
+        dump = json.dumps(
+            [
+                {k: v for k, v in x.__dict__.items() if not k.startswith("_")}
+                for x in Exchange.objects.all()
+            ],
+            default=str,
+        )
         assert Exchange.objects.filter(decision="approved").exists()
         assert Exchange.objects.filter(decision="approval_denied").exists()
         assert Exchange.objects.filter(decision="expired").exists()
-    for email, phone, ssn, card, iban in stack.pii_rows:
+    for email, _phone, ssn, card, iban in stack.pii_rows:
         for value in (email, ssn, card, iban):
             assert value not in dump
     for secret in (stack.token, stack.llm_key, stack.datasette_token, *RAW_VALUES):

@@ -209,6 +209,20 @@ def test_card_inside_longer_digit_run(masker: Masker) -> None:
     assert masker.mask_text("ref 1234 4111 1111 1111 1111")[0] == "ref 1234 [CREDIT_CARD]"
 
 
+def test_phone_table_of_numbers(masker: Masker) -> None:
+    # a long run of space-separated groups skips the matcher and is parsed token-wise
+    rows = " ".join(f"{i} 650 253 {1000 + i}" for i in range(20, 31))
+    out = masker.mask_text(rows)[0]
+    assert out == " ".join(f"{i} [PHONE]" for i in range(20, 31))
+
+
+def test_digit_soup_fails_closed(masker: Masker) -> None:
+    with pytest.raises(MaskingError):
+        masker.mask_text("12 " * 5000)
+    with pytest.raises(MaskingError):
+        masker.mask_body(("12 " * 5000).encode(), "text/plain")
+
+
 def test_phone_regions() -> None:
     uk = make(MaskingRule(1, "p", entity_types=("PHONE",)), phone_regions=("GB",))
     us = make(MaskingRule(1, "p", entity_types=("PHONE",)))
@@ -296,7 +310,9 @@ def test_hash_tokens_are_stable_and_keyed() -> None:
     # phone hashed over E.164
     assert m.mask_text("650-253-0000")[0] == f"[PHONE:{token('+16502530000')}]"
     assert m.mask_text("+1 (650) 253-0000")[0] == f"[PHONE:{token('+16502530000')}]"
-    other = Masker([MaskingRule(1, "h", entity_types=("EMAIL",), strategy="hash")], hash_key=b"other")
+    other = Masker(
+        [MaskingRule(1, "h", entity_types=("EMAIL",), strategy="hash")], hash_key=b"other"
+    )
     assert other.mask_text("jane@example.com")[0] != f"[EMAIL:{t}]"
     assert re.fullmatch(r"\[EMAIL:[0-9a-f]{8}\]", other.mask_text("jane@example.com")[0])
 
@@ -392,6 +408,19 @@ def test_json_unchanged_body_is_returned_verbatim(masker: Masker) -> None:
     assert r.body is body and r.findings == [] and r.handler == "json"
 
 
+def test_json_integers(masker: Masker) -> None:
+    value = {"created": 6502530000, "id": 123456789, "card": 4111111111111111, "phone": 6502530000}
+    out, findings = masker.mask_json_value(value)
+    # bare integers are ids/timestamps unless the key says phone
+    assert out == {
+        "created": 6502530000,
+        "id": 123456789,
+        "card": "[CREDIT_CARD]",
+        "phone": "[PHONE]",
+    }
+    assert [f.location for f in findings] == ["$.card", "$.phone"]
+
+
 def test_json_value_not_mutated_and_counts(masker: Masker) -> None:
     value = {"a": "jane@example.com and jane@example.com", "b": ["x"]}
     out, findings = masker.mask_json_value(value)
@@ -447,7 +476,11 @@ FIELDS = MaskingRule(2, "secrets", field_names=("Password", "token"), strategy="
 
 def test_field_name_drop_in_json() -> None:
     m = make(ALL, FIELDS)
-    value = {"user": {"PASSWORD": "hunter2", "name": "x"}, "token": {"a": 1}, "list": [{"token": "t"}]}
+    value = {
+        "user": {"PASSWORD": "hunter2", "name": "x"},
+        "token": {"a": 1},
+        "list": [{"token": "t"}],
+    }
     out, findings = m.mask_json_value(value)
     assert out == {"user": {"name": "x"}, "list": [{}]}
     assert summarise(findings) == [
@@ -648,7 +681,8 @@ STREAM_TEXT = (
     "the card on file is 4111 1111 1111 1111. Thanks, bye."
 )
 EXPECTED_TEXT = (
-    "Hello! Grüße 👋. Write to [EMAIL] or call [PHONE]; the card on file is [CREDIT_CARD]. Thanks, bye."
+    "Hello! Grüße 👋. Write to [EMAIL] or call [PHONE]; "
+    "the card on file is [CREDIT_CARD]. Thanks, bye."
 )
 
 
@@ -667,7 +701,9 @@ def chat_chunk(content=None, *, finish=None, role=None, index=0) -> dict:
     }
 
 
-def chat_stream(pieces: list[str], eol: str = "\n", done: bool = True, finish: bool = True) -> bytes:
+def chat_stream(
+    pieces: list[str], eol: str = "\n", done: bool = True, finish: bool = True
+) -> bytes:
     events = [chat_chunk("", role="assistant")] + [chat_chunk(p) for p in pieces]
     if finish:
         events.append(chat_chunk(finish="stop"))
@@ -728,7 +764,9 @@ def assert_stream_masked(out: bytes, findings: list[Finding]) -> None:
         assert raw.encode() not in out
         assert raw not in repr(findings)
     assert sorted(f.entity_type for f in findings) == ["CREDIT_CARD", "EMAIL", "PHONE"]
-    assert all(re.fullmatch(r"sse\[\d+\]\$\.choices\[0\]\.delta\.content", f.location) for f in findings)
+    assert all(
+        re.fullmatch(r"sse\[\d+\]\$\.choices\[0\]\.delta\.content", f.location) for f in findings
+    )
 
 
 def split_text(text: str, cuts) -> list[str]:
@@ -787,6 +825,58 @@ def test_sse_random_splits_property(text_cuts, byte_cuts, eol) -> None:
     assert_stream_masked(out, findings)
 
 
+TOKENS = [
+    "jane.doe@example.com",
+    "650-253-0000",
+    "(650) 253-0000",
+    "+44 20 7946 0958",
+    "4111 1111 1111 1111",
+    "5555555555554444",
+    "DE89 3704 0044 0532 0130 00",
+    "GB82 WEST 1234 5698 7654 32",
+    "123-45-6789",
+    "192.168.10.20",
+    "hello",
+    "card",
+    "ssn",
+    "call",
+    ",",
+    ".",
+    "(",
+    "\n",
+    "  ",
+    "Grüße",
+    "👋",
+    "42",
+    "2024",
+    "email:",
+]
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=25),
+    text_cuts=st.lists(st.integers(1, 600), max_size=30),
+    byte_cuts=st.lists(st.integers(1, 20000), max_size=20),
+)
+def test_sse_stream_equals_whole_text_property(masker: Masker, tokens, text_cuts, byte_cuts):
+    """Whatever the delta and chunk boundaries, the streamed deltas concatenate
+    to exactly what masking the whole text at once gives."""
+    text = " ".join(tokens)
+    expected = masker.mask_text(text)[0]
+    stream = chat_stream(split_text(text, text_cuts))
+    out, findings = run_stream(masker, stream, [c for c in byte_cuts if c < len(stream)])
+    assert delta_text(out) == expected
+    for tok in TOKENS[:10]:
+        if tok in text:
+            assert tok.encode() not in out
+            assert tok not in repr(findings)
+
+
 def test_sse_first_bytes_do_not_wait(masker: Masker) -> None:
     words = [f"word{i} " for i in range(200)]
     stream = chat_stream(words, done=False, finish=False)
@@ -839,7 +929,12 @@ def test_sse_multiple_choices_and_tool_calls(masker: Masker) -> None:
         tool_chunk('ample.com", "n": "650-25'),
         tool_chunk('3-0000"}'),
         chat_chunk(None, finish="stop", index=0),
-        {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [{"index": 1, "delta": {}, "finish_reason": "tool_calls"}]},
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 1, "delta": {}, "finish_reason": "tool_calls"}],
+        },
     ]
     stream = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
     out, findings = run_stream(masker, stream.encode(), [])
@@ -860,7 +955,12 @@ def test_sse_multiple_choices_and_tool_calls(masker: Masker) -> None:
 def test_sse_responses_api(masker: Masker) -> None:
     pieces = ["Mail jane.d", "oe@exa", "mple.com", " or call +1 650 ", "253 0000"]
     full = "".join(pieces)
-    events = [("response.created", {"type": "response.created", "response": {"id": "r"}, "sequence_number": 0})]
+    events = [
+        (
+            "response.created",
+            {"type": "response.created", "response": {"id": "r"}, "sequence_number": 0},
+        )
+    ]
     for i, p in enumerate(pieces):
         ev = {
             "type": "response.output_text.delta",
@@ -871,14 +971,29 @@ def test_sse_responses_api(masker: Masker) -> None:
             "sequence_number": i + 1,
         }
         events.append(("response.output_text.delta", ev))
-    done = {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": full}
+    done = {
+        "type": "response.output_text.done",
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "text": full,
+    }
     events.append(("response.output_text.done", done))
-    events.append(("response.completed", {"type": "response.completed", "response": {"output": [{"content": [{"text": full}]}]}}))
+    events.append(
+        (
+            "response.completed",
+            {"type": "response.completed", "response": {"output": [{"content": [{"text": full}]}]}},
+        )
+    )
     stream = "".join(f"event: {n}\ndata: {json.dumps(e)}\n\n" for n, e in events).encode()
     for cut in range(1, len(stream), 37):
         out, findings = run_stream(masker, stream, [cut])
         parsed = parse_sse(out)
-        deltas = "".join(json.loads(e["data"])["delta"] for e in parsed if e["event"] == "response.output_text.delta")
+        deltas = "".join(
+            json.loads(e["data"])["delta"]
+            for e in parsed
+            if e["event"] == "response.output_text.delta"
+        )
         assert deltas == "Mail [EMAIL] or call [PHONE]"
         kinds = [e["event"] for e in parsed]
         # all deltas come before the .done event

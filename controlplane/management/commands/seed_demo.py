@@ -31,22 +31,41 @@ class Command(BaseCommand):
     help = "Create or update the demo users, targets, agent, masking and access rules."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--password", default=os.environ.get("GATEHOUSE_DEMO_PASSWORD",
-                                                                 "gatehouse-demo"))
-        parser.add_argument("--datasette-url", default=os.environ.get(
-            "DEMO_DATASETTE_URL", "http://127.0.0.1:8101"))
+        parser.add_argument(
+            "--password", default=os.environ.get("GATEHOUSE_DEMO_PASSWORD", "gatehouse-demo")
+        )
+        parser.add_argument(
+            "--datasette-url", default=os.environ.get("DEMO_DATASETTE_URL", "http://127.0.0.1:8101")
+        )
         parser.add_argument("--datasette-token", default=os.environ.get("DEMO_DATASETTE_TOKEN", ""))
-        parser.add_argument("--llm-url", default=os.environ.get("DEMO_LLM_URL",
-                                                                "http://127.0.0.1:8102"))
+        parser.add_argument(
+            "--llm-url", default=os.environ.get("DEMO_LLM_URL", "http://127.0.0.1:8102")
+        )
         parser.add_argument("--llm-key", default=os.environ.get("DEMO_LLM_API_KEY", ""))
-        parser.add_argument("--approval-timeout", type=int,
-                            default=int(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")))
-        parser.add_argument("--token-file", type=Path, default=None,
-                            help="Where the demo agent's token is kept (created 0600)")
+        parser.add_argument(
+            "--approval-timeout",
+            type=int,
+            default=int(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
+        )
+        parser.add_argument(
+            "--token-file",
+            type=Path,
+            default=None,
+            help="Where the demo agent's token is kept (created 0600)",
+        )
 
-    def handle(self, *args, password: str, datasette_url: str, datasette_token: str,
-               llm_url: str, llm_key: str, approval_timeout: int, token_file: Path | None,
-               **options) -> None:
+    def handle(
+        self,
+        *args,
+        password: str,
+        datasette_url: str,
+        datasette_token: str,
+        llm_url: str,
+        llm_key: str,
+        approval_timeout: int,
+        token_file: Path | None,
+        **options,
+    ) -> None:
         with transaction.atomic():
             groups = {name: Group.objects.get_or_create(name=name)[0] for name in ROLES}
             users = {}
@@ -60,47 +79,94 @@ class Command(BaseCommand):
                 user.groups.set([groups[r] for r in roles])
                 users[username] = user
 
-            customers, _ = Target.objects.update_or_create(slug="customers", defaults={
-                "name": "Customer database (datasette)", "upstream_url": datasette_url,
-                "auth_header": "Authorization", "auth_scheme": "Bearer",
-                "approval_timeout": approval_timeout, "default_action": "allow"})
+            customers, _ = Target.objects.update_or_create(
+                slug="customers",
+                defaults={
+                    "name": "Customer database (datasette)",
+                    "upstream_url": datasette_url,
+                    "auth_header": "Authorization",
+                    "auth_scheme": "Bearer",
+                    "approval_timeout": approval_timeout,
+                    "default_action": "allow",
+                },
+            )
             if datasette_token:
                 customers.set_credential(datasette_token)
                 customers.save()
-            llm, _ = Target.objects.update_or_create(slug="llm", defaults={
-                "name": "LLM (OpenAI-compatible)", "upstream_url": llm_url,
-                "auth_header": "Authorization", "auth_scheme": "Bearer",
-                "approval_timeout": approval_timeout, "default_action": "allow"})
+            llm, _ = Target.objects.update_or_create(
+                slug="llm",
+                defaults={
+                    "name": "LLM (OpenAI-compatible)",
+                    "upstream_url": llm_url,
+                    "auth_header": "Authorization",
+                    "auth_scheme": "Bearer",
+                    "approval_timeout": approval_timeout,
+                    "default_action": "allow",
+                },
+            )
             if llm_key:
                 llm.set_credential(llm_key)
                 llm.save()
 
-            agent, _ = Agent.objects.update_or_create(name="demo-agent", defaults={
-                "description": "The demo agent (httpx + openai SDK)", "owner": users["admin"]})
+            agent, _ = Agent.objects.update_or_create(
+                name="demo-agent",
+                defaults={
+                    "description": "The demo agent (httpx + openai SDK)",
+                    "owner": users["admin"],
+                },
+            )
 
-            rule, _ = MaskingRule.objects.update_or_create(name="Personal data", defaults={
-                "entity_types": ["EMAIL", "PHONE", "US_SSN", "CREDIT_CARD", "IBAN"],
-                "strategy": "redact", "direction": "both"})
+            rule, _ = MaskingRule.objects.update_or_create(
+                name="Personal data",
+                defaults={
+                    "entity_types": ["EMAIL", "PHONE", "US_SSN", "CREDIT_CARD", "IBAN"],
+                    "strategy": "redact",
+                    "direction": "both",
+                },
+            )
             rule.targets.clear()
 
-            AccessRule.objects.update_or_create(name="No schema discovery", defaults={
-                "position": 10, "target": customers, "query_pattern": r"(?i)sqlite_master",
-                "action": "deny", "reason": "Agents may not enumerate the database schema."})
-            AccessRule.objects.update_or_create(name="Read-only customer data", defaults={
-                "position": 20, "target": customers,
-                "methods": ["POST", "PUT", "PATCH", "DELETE"],
-                "action": "deny", "reason": "The customer database is read-only for agents."})
-            AccessRule.objects.update_or_create(name="Bulk export needs approval", defaults={
-                "position": 30, "target": customers, "path_pattern": "/customers.json",
-                "query_pattern": r"(?i)(^|&)sql=(?![^&]*\blimit\b)",
-                "action": "approve", "approval_timeout": approval_timeout,
-                "reason": "A SQL query without LIMIT exports the whole customer table."})
+            AccessRule.objects.update_or_create(
+                name="No schema discovery",
+                defaults={
+                    "position": 10,
+                    "target": customers,
+                    "query_pattern": r"(?i)sqlite_master",
+                    "action": "deny",
+                    "reason": "Agents may not enumerate the database schema.",
+                },
+            )
+            AccessRule.objects.update_or_create(
+                name="Read-only customer data",
+                defaults={
+                    "position": 20,
+                    "target": customers,
+                    "methods": ["POST", "PUT", "PATCH", "DELETE"],
+                    "action": "deny",
+                    "reason": "The customer database is read-only for agents.",
+                },
+            )
+            AccessRule.objects.update_or_create(
+                name="Bulk export needs approval",
+                defaults={
+                    "position": 30,
+                    "target": customers,
+                    "path_pattern": "/customers.json",
+                    "query_pattern": r"(?i)(^|&)sql=(?![^&]*\blimit\b)",
+                    "action": "approve",
+                    "approval_timeout": approval_timeout,
+                    "reason": "A SQL query without LIMIT exports the whole customer table.",
+                },
+            )
 
             token = None
             if token_file and token_file.exists():
                 candidate = token_file.read_text().strip()
-                if AgentToken.objects.usable().filter(agent=agent,
-                                                      token_hash=hash_token(candidate)).exists():
+                if (
+                    AgentToken.objects.usable()
+                    .filter(agent=agent, token_hash=hash_token(candidate))
+                    .exists()
+                ):
                     token = candidate
             if token is None:
                 _, token = AgentToken.issue(agent)
