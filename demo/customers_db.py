@@ -26,10 +26,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import phonenumbers
 from faker import Faker
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.us import ssn as stdnum_ssn
+
+from proxy_worker.masking.detectors import card_issuer
 
 __all__ = ["build_customers_db", "main"]
 
@@ -76,6 +79,19 @@ def _valid(draw: Callable[[], str], is_valid: Callable[[str], bool], what: str) 
     raise RuntimeError(f"Faker produced no valid {what} in 100 draws")
 
 
+def _real_phone(value: str) -> bool:
+    """A US number that exists in the numbering plan (phonenumbers metadata)."""
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(value, "US"))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _real_card(value: str) -> bool:
+    """Luhn-valid, with an issuer prefix and length of a current card network."""
+    return luhn.is_valid(value) and card_issuer(value)
+
+
 def _customer_rows(rows: int, seed: int) -> list[tuple[object, ...]]:
     """Generate ``rows`` customer tuples in ``SCHEMA`` column order."""
     fake = Faker("en_US")
@@ -91,9 +107,12 @@ def _customer_rows(rows: int, seed: int) -> list[tuple[object, ...]]:
         name = f"{first} {last}"
         local = f"{first}.{last}".lower().replace("'", "").replace(" ", "")
         email = f"{local}{customer_id}@{fake.free_email_domain()}"
-        phone = fake.phone_number()
+        # Faker draws area codes and card prefixes that no real number uses (e.g. area
+        # code 290, JCB 3521); a real customer table holds numbers that exist, so keep
+        # drawing until phonenumbers and the card networks' ranges accept them.
+        phone = _valid(fake.phone_number, _real_phone, "phone number")
         ssn = _valid(fake.ssn, stdnum_ssn.is_valid, "SSN")
-        card = _valid(fake.credit_card_number, luhn.is_valid, "credit card number")
+        card = _valid(fake.credit_card_number, _real_card, "credit card number")
         iban = _valid(fake_de.iban, stdnum_iban.is_valid, "IBAN")
         address = fake.street_address()
         city = fake.city()

@@ -683,6 +683,9 @@ class PhoneDetector:
                     continue
                 hit = self._parse_valid(text, s0, free[j][1], budget)
                 if hit is not None:
+                    ext = _EXT_RE.match(text, hit.end)
+                    if ext:
+                        hit = hit._replace(end=ext.end())
                     out.append(hit)
                     i = j + 1
                     break
@@ -719,6 +722,7 @@ class PhoneDetector:
 
 
 _TOKEN_RE = re.compile(r"\S+")
+_EXT_RE = re.compile(r"[ \t]*(?:x|ext\.?|extension|\#)[ \t]*\d{1,7}(?!\d)", re.IGNORECASE)
 _PUNCT_DROP = str.maketrans("", "", "()+.-/\u00a0\u2010\u2011\u2012\u2013\u2014\u2015\uff0b")
 _INTL_00_RE = re.compile(r"00[1-9]")
 _DIGIT_RE = re.compile(r"\d")

@@ -35,10 +35,11 @@ def test_it_masks_personal_data_in_responses(stack, agent_http):
     rows = r.json()  # still valid JSON
     assert len(rows) == 20 and set(rows[0]) >= {"email", "phone", "ssn", "credit_card", "name"}
     text = r.text
-    for email, _phone, ssn, card, iban in stack.pii_rows[:20]:
-        assert email not in text and ssn not in text and card not in text and iban not in text
+    for row in stack.pii_rows[:20]:
+        assert not [value for value in row if value in text]
     assert all(row["email"] == "[EMAIL]" and row["ssn"] == "[US_SSN]" for row in rows)
-    assert all(row["credit_card"] == "[CREDIT_CARD]" for row in rows)
+    assert all(row["credit_card"] == "[CREDIT_CARD]" and row["iban"] == "[IBAN]" for row in rows)
+    assert all(row["phone"].startswith("[PHONE]") for row in rows)  # an extension may follow
 
 
 def test_it_decodes_compressed_responses_before_masking(stack, agent_http):
@@ -178,9 +179,8 @@ def test_everything_is_recorded_masked(stack, agent_http, django_db_blocker):
         assert Exchange.objects.filter(decision="approved").exists()
         assert Exchange.objects.filter(decision="approval_denied").exists()
         assert Exchange.objects.filter(decision="expired").exists()
-    for email, _phone, ssn, card, iban in stack.pii_rows:
-        for value in (email, ssn, card, iban):
-            assert value not in dump
+    for row in stack.pii_rows:
+        assert not [value for value in row if value in dump]
     for secret in (stack.token, stack.llm_key, stack.datasette_token, *RAW_VALUES):
         assert secret not in dump
     assert "[EMAIL]" in dump

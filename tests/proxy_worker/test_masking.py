@@ -199,9 +199,23 @@ def test_priority_card_not_phone_and_iban_not_phone(masker: Masker) -> None:
     assert [f.entity_type for f in findings] == ["CREDIT_CARD", "IBAN", "US_SSN"]
 
 
-def test_adjacent_phone_numbers(masker: Masker) -> None:
-    text = "+1-650-253-0000 650.253.0000 (650)253-0000"
-    assert masker.mask_text(text)[0] == "[PHONE] [PHONE] [PHONE]"
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+1-650-253-0000 650.253.0000 (650)253-0000", "[PHONE] [PHONE] [PHONE]"),
+        ("001-650-253-0000x12 650-253-0000. 650-253-0000", "[PHONE] [PHONE]. [PHONE]"),
+        ("4111 1111 1111 1111 650-253-0000", "[CREDIT_CARD] [PHONE]"),
+        (
+            "4111 1111 1111 1111 4111 1111 1111 1111 (650) 253-0000",
+            "[CREDIT_CARD] [CREDIT_CARD] [PHONE]",
+        ),
+        ("( ). 650-253-0000.", "( ). [PHONE]."),
+        ("[650-253-0000]", "[[PHONE]]"),
+        ("ABC6502530000", "ABC6502530000"),  # glued to an identifier
+    ],
+)
+def test_adjacent_numbers(masker: Masker, text: str, expected: str) -> None:
+    assert masker.mask_text(text)[0] == expected
 
 
 def test_card_inside_longer_digit_run(masker: Masker) -> None:
@@ -836,9 +850,13 @@ TOKENS = [
     "GB82 WEST 1234 5698 7654 32",
     "123-45-6789",
     "192.168.10.20",
+    "001-650-253-0000x12",
+    "fe80::1",
     "hello",
     "card",
     "ssn",
+    "SSN:",
+    "123456789",
     "call",
     ",",
     ".",
@@ -859,20 +877,27 @@ TOKENS = [
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=25),
+    pairs=st.lists(
+        st.tuples(
+            st.sampled_from(TOKENS), st.sampled_from([" ", " ", ", ", ". ", "\n", "\t", " - "])
+        ),
+        min_size=1,
+        max_size=25,
+    ),
     text_cuts=st.lists(st.integers(1, 600), max_size=30),
     byte_cuts=st.lists(st.integers(1, 20000), max_size=20),
 )
-def test_sse_stream_equals_whole_text_property(masker: Masker, tokens, text_cuts, byte_cuts):
+def test_sse_stream_equals_whole_text_property(masker: Masker, pairs, text_cuts, byte_cuts):
     """Whatever the delta and chunk boundaries, the streamed deltas concatenate
-    to exactly what masking the whole text at once gives."""
-    text = " ".join(tokens)
+    to exactly what masking the whole text at once gives, and no secret leaks."""
+    text = "".join(tok + sep for tok, sep in pairs)
     expected = masker.mask_text(text)[0]
     stream = chat_stream(split_text(text, text_cuts))
     out, findings = run_stream(masker, stream, [c for c in byte_cuts if c < len(stream)])
     assert delta_text(out) == expected
-    for tok in TOKENS[:10]:
+    for tok in TOKENS[:12]:
         if tok in text:
+            assert tok not in expected
             assert tok.encode() not in out
             assert tok not in repr(findings)
 
