@@ -9,7 +9,12 @@ class ControlplaneConfig(AppConfig):
     verbose_name = "Policy"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from controlplane import signals  # noqa: F401
+        from controlplane.roles import ensure_roles
+
+        post_migrate.connect(ensure_roles, sender=self, dispatch_uid="gatehouse-roles")
 
 
 class GatehouseAdminConfig(AdminConfig):

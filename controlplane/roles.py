@@ -56,3 +56,33 @@ def role_required(
         return wrapper
 
     return decorator
+
+
+#: Django model permissions of each role (app label -> actions); the Gatehouse pages
+#: check roles, Django admin checks these.
+ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    ADMIN: {
+        "controlplane": ("add", "change", "delete", "view"),
+        "approvals": ("view",),
+        "audit": ("view",),
+        "auth": ("add", "change", "view"),
+    },
+    APPROVER: {},
+    AUDITOR: {},
+}
+
+
+def ensure_roles(**kwargs: Any) -> None:
+    """Create the role groups with their model permissions (a ``post_migrate`` handler)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, apps in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        perms = [
+            p
+            for p in Permission.objects.filter(
+                content_type__app_label__in=list(apps)
+            ).select_related("content_type")
+            if p.codename.split("_", 1)[0] in apps[p.content_type.app_label]
+        ]
+        group.permissions.add(*perms)

@@ -467,8 +467,8 @@ _PHONE_POST = 24  # characters after (extensions such as " ext. 1234")
 _PHONE_MAX_WINDOW = 256  # longer windows are cut into overlapping slices
 _PHONE_OVERLAP = 96  # slice overlap: well above the longest number with extension
 _MIN_INTL_DIGITS = 6
-#: Invalid candidates the matcher may try per window before giving up (the
-#: window's runs are then parsed directly).
+#: Invalid candidates the matcher may try per window before giving up (what
+#: it leaves uncovered is parsed directly).
 _MATCHER_TRIES = 12
 #: Runs with this many whitespace-separated groups skip the matcher.
 _DENSE_TOKENS = 32
@@ -484,12 +484,14 @@ class PhoneDetector:
     ``+``/``00`` at least the shortest national number of the regions, which
     skips dates) are found with one regex. :class:`phonenumbers.PhoneNumberMatcher`
     with ``Leniency.VALID`` then runs on a window around each run, once per
-    region. Where the matcher misses numbers (several numbers separated only
-    by spaces, a window so dense with digits that it gives up after
-    ``_MATCHER_TRIES`` invalid candidates, or runs of ``_DENSE_TOKENS``+
-    space-separated groups, i.e. tables of numbers), the run's
-    whitespace-separated tokens are parsed directly: up to 6 adjacent tokens,
-    longest valid combination first, with ``parse`` + ``is_valid_number``.
+    region (giving up after ``_MATCHER_TRIES`` invalid candidates per window;
+    runs of ``_DENSE_TOKENS``+ space-separated groups, i.e. tables of
+    numbers, skip it). The matcher misses numbers in runs of several
+    space-separated numbers, so every run's whitespace-separated tokens that
+    no matcher result covers are then parsed directly: up to 6 adjacent
+    tokens, longest valid combination first, with ``parse`` +
+    ``is_valid_number`` (skipping tokens glued to words, dates, times and
+    percentages).
 
     Numbers written with ``+`` are found for any region; a leading ``00``
     international prefix (ITU-T E.164 recommended prefix, used by Faker's
@@ -531,9 +533,8 @@ class PhoneDetector:
 
     def find(self, text: str, hint: str = "") -> Iterator[Detection]:
         """Yield phone detections in ``text`` (``hint`` is ignored)."""
-        windows: list[list[int]] = []  # [start, end, run index, run index, ...]
+        windows: list[list[int]] = []  # [start, end]
         runs: list[tuple[int, int]] = []
-        dense: set[int] = set()  # runs to parse token by token
         n = len(text)
         for m in _PHONE_RUN_RE.finditer(text):
             nd = len(_NON_DIGIT_RE.sub("", m.group()))
@@ -546,8 +547,7 @@ class PhoneDetector:
                 continue
             runs.append(m.span())
             if len(_WS_RE.findall(m.group())) >= _DENSE_TOKENS:
-                dense.add(len(runs) - 1)  # a table of numbers: parse tokens directly
-                continue
+                continue  # a table of numbers: only parsed token by token below
             ws = max(0, s0 - _PHONE_PRE)
             we = min(n, m.end() + _PHONE_POST)
             limit = min(n, we + 16)
@@ -555,25 +555,20 @@ class PhoneDetector:
                 we += 1
             if windows and ws <= windows[-1][1]:
                 windows[-1][1] = max(windows[-1][1], we)
-                windows[-1].append(len(runs) - 1)
             else:
-                windows.append([ws, we, len(runs) - 1])
+                windows.append([ws, we])
         if not runs:
             return
         found: list[Detection] = []
         step = _PHONE_MAX_WINDOW - _PHONE_OVERLAP
-        for win in windows:
-            ws, we = win[0], win[1]
-            exhausted = False
+        for ws, we in windows:
             for cs in range(ws, max(ws + 1, we - _PHONE_OVERLAP), step):
                 if cs > ws and not text[cs - 1].isspace():
                     # start slices at a token boundary, not inside a number
                     sp = _WS_RE.search(text, cs, min(we, cs + 32))
                     if sp:
                         cs = sp.end()
-                exhausted |= self._match_window(text, cs, min(we, cs + _PHONE_MAX_WINDOW), found)
-            if exhausted:
-                dense.update(win[2:])
+                self._match_window(text, cs, min(we, cs + _PHONE_MAX_WINDOW), found)
         found.sort()
         # Direct parsing of what the matcher left uncovered: it misses numbers
         # in runs of several space-separated numbers ("+1-650-253-0000
@@ -600,9 +595,9 @@ class PhoneDetector:
             merged.append(d)
         yield from merged
 
-    def _match_window(self, text: str, ws: int, we: int, found: list[Detection]) -> bool:
+    def _match_window(self, text: str, ws: int, we: int, found: list[Detection]) -> None:
         """Run the matcher on ``text[ws:we]`` (``00`` prefixes read as ``+``),
-        appending to ``found``. Returns True if the matcher gave up early."""
+        appending to ``found``."""
         chunk = text[ws:we]
         replaced: set[int] = set()
         for m in _INTL_00_RE.finditer(chunk):
@@ -611,7 +606,6 @@ class PhoneDetector:
                 rel = m.start()
                 chunk = chunk[:rel] + " +" + chunk[rel + 2 :]
                 replaced.add(s)
-        exhausted = False
         for region in self.regions:
             matcher = PhoneNumberMatcher(
                 chunk, region, leniency=Leniency.VALID, max_tries=_MATCHER_TRIES
@@ -626,12 +620,10 @@ class PhoneDetector:
                     text[a].isdigit() or text[a] == "+" or _opens_group(text, a, b)
                 ):
                     a += 1
-                if a >= b:
+                if a >= b or _glued_left(text, a):
                     continue
                 e164 = phonenumbers.format_number(pm.number, PhoneNumberFormat.E164)
                 found.append(Detection(a, b, PHONE, e164))
-            exhausted |= matcher._max_tries <= 0
-        return exhausted
 
     def _fallback(
         self,
@@ -655,8 +647,8 @@ class PhoneDetector:
                 ts += 1
             while text[te - 1] in ".-/":
                 te -= 1
-            if ts > 0 and text[ts - 1].isalpha():
-                continue  # glued to a word: an identifier, not a phone number
+            if _glued_left(text, ts):
+                continue  # part of an identifier such as "ORD-2024-000123"
             if te < len(text) and text[te].isalpha() and text[te] not in "xXeE":
                 continue  # (x / ext extensions may follow directly)
             i = bisect.bisect_left(starts, te)  # found[:i] start before the token ends
@@ -728,6 +720,17 @@ _INTL_00_RE = re.compile(r"00[1-9]")
 _DIGIT_RE = re.compile(r"\d")
 _WS_RE = re.compile(r"\s")
 _DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
+
+
+def _glued_left(text: str, a: int) -> bool:
+    """``text[a]`` continues an identifier: directly after a letter, digit or
+    ``_``, or after ``-``/``_`` that follows one (``ORD-2024000123``, ``id_2125551234``)."""
+    if a == 0:
+        return False
+    c = text[a - 1]
+    if c.isalnum() or c == "_":
+        return True
+    return c == "-" and a >= 2 and (text[a - 2].isalnum() or text[a - 2] == "_")
 
 
 def _opens_group(text: str, a: int, b: int) -> bool:

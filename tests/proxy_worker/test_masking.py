@@ -212,6 +212,8 @@ def test_priority_card_not_phone_and_iban_not_phone(masker: Masker) -> None:
         ("( ). 650-253-0000.", "( ). [PHONE]."),
         ("[650-253-0000]", "[[PHONE]]"),
         ("ABC6502530000", "ABC6502530000"),  # glued to an identifier
+        ("ORD-2024-000123 ref_6502530000", "ORD-2024-000123 ref_6502530000"),
+        ("tel:6502530000, fax/6502530000", "tel:[PHONE], fax/[PHONE]"),
     ],
 )
 def test_adjacent_numbers(masker: Masker, text: str, expected: str) -> None:

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from controlplane.models import AccessRule, Agent, AgentToken, MaskingRule, Target
-from controlplane.roles import ADMIN, APPROVER, AUDITOR, ROLES
+from controlplane.roles import ADMIN, APPROVER, AUDITOR, ROLES, ensure_roles
 from controlplane.snapshot import publish_snapshot
 from proxy_worker.policy import hash_token
 
@@ -67,14 +67,15 @@ class Command(BaseCommand):
         **options,
     ) -> None:
         with transaction.atomic():
-            groups = {name: Group.objects.get_or_create(name=name)[0] for name in ROLES}
+            ensure_roles()
+            groups = {name: Group.objects.get(name=name) for name in ROLES}
             users = {}
             user_model = get_user_model()
             for username, roles in DEMO_USERS.items():
                 user, _ = user_model.objects.get_or_create(username=username)
                 user.set_password(password)
-                user.is_staff = ADMIN in roles
-                user.is_superuser = ADMIN in roles
+                user.is_staff = ADMIN in roles  # Django admin, with the admin group's perms
+                user.is_superuser = False  # roles come from groups only
                 user.save()
                 user.groups.set([groups[r] for r in roles])
                 users[username] = user
