@@ -12,8 +12,9 @@ whose JSON encoding reaches the size, so sizes are approximate; the actual
 byte count is printed and used for MB/s, 1 MB = 10**6 bytes):
 
 * **dense**: a JSON array of customer records, every record carries an
-  e-mail, a phone number, an SSN, a card number, an IBAN and an IPv4 address
-  next to a name, an address and an id (about 6 PII values per ~400 bytes);
+  e-mail, a phone number, an SSN, a card number, an IBAN, an IPv4 address and a
+  note with another e-mail and phone
+  next to a name, an address and an id (8 PII values per ~320 bytes);
 * **sparse**: a JSON array of chat-style messages (ids, timestamps, model
   name, a few sentences of prose), with one e-mail or phone number in about
   one message in 20.
