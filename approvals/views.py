@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from django.core.exceptions import PermissionDenied
@@ -14,6 +13,7 @@ from approvals.actions import do_decide
 from approvals.models import ApprovalRequest, Decision
 from approvals.permissions import can_view, decide_refusal
 from controlplane.roles import APPROVER, role_required
+from controlplane.text import pretty_json
 
 
 def _get_request_for_user(request: HttpRequest, approval_id: uuid.UUID) -> ApprovalRequest:
@@ -29,12 +29,6 @@ def _get_request_for_user(request: HttpRequest, approval_id: uuid.UUID) -> Appro
     return req
 
 
-def pretty_body(body: str) -> str:
-    """The body pretty-printed when it is JSON, else unchanged (rendered escaped)."""
-    try:
-        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except (ValueError, TypeError):
-        return body
 
 
 def row_context(req: ApprovalRequest, user) -> dict[str, object]:
@@ -74,7 +68,7 @@ def detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     """One request: masked request, rule and reason, agent and owner, decisions."""
     req = _get_request_for_user(request, approval_id)
     ctx = row_context(req, request.user)
-    ctx["body"] = pretty_body(req.body)
+    ctx["body"] = pretty_json(req.body)
     ctx["decisions"] = req.decisions.select_related("user")
     return render(request, "approvals/detail.html", ctx)
 

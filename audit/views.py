@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -12,14 +10,7 @@ from django.views.decorators.http import require_GET
 from approvals.models import ApprovalRequest
 from audit.models import Exchange, Session
 from controlplane.roles import AUDITOR, role_required
-
-
-def pretty(body: str) -> str:
-    """JSON bodies pretty-printed; anything else as recorded. Rendered escaped, always."""
-    try:
-        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except (ValueError, TypeError):
-        return body
+from controlplane.text import pretty_json
 
 
 @role_required(AUDITOR)
@@ -70,8 +61,8 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
             "step": step,
             "current": current,
             "approval": approval,
-            "request_body": pretty(current.request_body) if current else "",
-            "response_body": pretty(current.response_body) if current else "",
+            "request_body": pretty_json(current.request_body) if current else "",
+            "response_body": pretty_json(current.response_body) if current else "",
             "prev_step": step - 1 if step > 1 else None,
             "next_step": step + 1 if step < len(exchanges) else None,
         },
