@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phone-regions",
         default="US",
-        help="comma-separated default phone regions for Gatehouse (default: US, the engine default)",
+        help="comma-separated default phone regions (default: US, the engine default)",
     )
     ap.add_argument("--no-presidio", action="store_true", help="skip the Presidio comparison")
     args = ap.parse_args(argv)

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:
             print(f"presidio-analyzer NOT available ({exc}); Presidio columns omitted")
     print()
-    head = f"{'body':<7} {'size':>6} {'bytes':>9} | {'gatehouse MB/s':>14} {'ms/call':>9} {'findings':>8}"
+    head = f"{'body':<7} {'size':>6} {'bytes':>9} | "
+    head += f"{'gatehouse MB/s':>14} {'ms/call':>9} {'findings':>8}"
     if recs is not None:
         head += f" | {'presidio MB/s':>13} {'ms/call':>9} {'results':>7} {'runs':>4}"
     print(head)
