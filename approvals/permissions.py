@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Group
-
 from approvals.models import ApprovalRequest
 from controlplane.roles import APPROVER, has_role
 
@@ -38,8 +36,3 @@ def decide_refusal(user, req: ApprovalRequest) -> str | None:
     if req.decisions.filter(user=user).exists():
         return "you have already decided on this request"
     return None
-
-
-def visible_groups(user) -> list[str]:
-    """Names of the approver groups ``user`` belongs to."""
-    return list(Group.objects.filter(user=user).values_list("name", flat=True))

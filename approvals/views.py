@@ -29,8 +29,6 @@ def _get_request_for_user(request: HttpRequest, approval_id: uuid.UUID) -> Appro
     return req
 
 
-
-
 def row_context(req: ApprovalRequest, user) -> dict[str, object]:
     """Template context of one queue row (``approvals/_row.html``)."""
     return {"req": req, "refusal": decide_refusal(user, req)}

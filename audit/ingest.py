@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from redis.exceptions import RedisError, ResponseError
 
 from approvals.actions import do_create_approval_request
@@ -279,7 +279,7 @@ class Ingestor:
             except (RedisError, OSError) as e:
                 log.warning("redis unavailable, retrying in %.1fs: %s", backoff, e)
                 ready = False
-            except (DatabaseError, IntegrityError) as e:
+            except DatabaseError as e:  # IntegrityError included
                 log.warning("database unavailable, retrying in %.1fs: %s", backoff, e)
                 close_old_connections()
                 self._pending_first = True  # re-read what was read but not stored

@@ -74,10 +74,6 @@ class Exchange(models.Model):
     def __str__(self) -> str:
         return f"{self.method} {self.url} -> {self.status_code}"
 
-    @property
-    def findings_total(self) -> int:
-        return sum(f.get("count", 1) for f in self.request_findings + self.response_findings)
-
 
 class IngestError(models.Model):
     """A stream entry ingest could not read: kept (already masked) instead of dropped."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections import Counter
@@ -39,22 +38,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import presidio_baseline  # noqa: E402 - bench/ is on sys.path when run as a script
+
 from proxy_worker.masking import Masker, MaskingRule  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "presidio_synth_dataset_v2.json"
 
-#: corpus entity type -> Gatehouse entity type
-TYPE_MAP = {
-    "EMAIL_ADDRESS": "EMAIL",
-    "PHONE_NUMBER": "PHONE",
-    "CREDIT_CARD": "CREDIT_CARD",
-    "US_SSN": "US_SSN",
-    "IBAN_CODE": "IBAN",
-    "IP_ADDRESS": "IP_ADDRESS",
-}
+#: corpus entity type -> Gatehouse entity type (the corpus uses Presidio's names)
+TYPE_MAP = presidio_baseline.TYPE_MAP
 OUR_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS")
-#: Gatehouse type -> Presidio entity name
-PRESIDIO_NAME = {v: k for k, v in TYPE_MAP.items()}
 
 
 def build_masker(phone_regions: tuple[str, ...] = ("US",)) -> Masker:
@@ -73,41 +65,9 @@ def gatehouse_predict(masker: Masker):
 
 
 def presidio_predict():
-    """Return a predict function using Presidio's pattern recognizers, or raise ImportError."""
-    # tldextract (used by the e-mail recognizer) tries to download the Public
-    # Suffix List and logs a traceback when offline; it then uses its bundled
-    # snapshot, so silence it.
-    logging.getLogger("tldextract").setLevel(logging.CRITICAL)
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        EmailRecognizer,
-        IbanRecognizer,
-        IpRecognizer,
-        PhoneRecognizer,
-        UsSsnRecognizer,
-    )
-
-    recognizers = [
-        EmailRecognizer(),
-        PhoneRecognizer(),
-        CreditCardRecognizer(),
-        UsSsnRecognizer(),
-        IbanRecognizer(),
-        IpRecognizer(),
-    ]
-    back = {v: k for k, v in PRESIDIO_NAME.items()}
-    entities = list(PRESIDIO_NAME.values())
-
-    def predict(text: str) -> list[tuple[int, int, str]]:
-        out = []
-        for r in recognizers:
-            for res in r.analyze(text, entities=entities, nlp_artifacts=None) or []:
-                t = back.get(res.entity_type)
-                if t is not None:
-                    out.append((res.start, res.end, t))
-        return out
-
-    return predict
+    """A predict function over Presidio's pattern recognizers, or raise ImportError."""
+    recs = presidio_baseline.recognizers()
+    return lambda text: presidio_baseline.analyze(recs, text)
 
 
 def overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:

@@ -2,7 +2,8 @@
 
 * Target credentials in the database: :func:`encrypt_field` / :func:`decrypt_field` with
   ``GATEHOUSE_FIELD_KEYS`` through :class:`~cryptography.fernet.MultiFernet` (encrypt with
-  the first key, decrypt with any: rotate by prepending a new key and re-saving).
+  the first key, decrypt with any: rotate by prepending a new key and running
+  ``manage.py rotate_credentials``, then dropping the old key).
 * Credentials in the snapshot: :func:`encrypt_for_worker` with ``GATEHOUSE_WORKER_KEY``,
   the one key proxy workers hold. The database key never leaves the control plane.
 
@@ -44,7 +45,10 @@ def decrypt_field(token: str) -> str:
 
 
 def rotate_field(token: str) -> str:
-    """Re-encrypt a stored secret with the newest field key."""
+    """Re-encrypt a stored secret with the newest field key (``rotate_credentials``).
+
+    Raises :class:`cryptography.fernet.InvalidToken` when no configured key decrypts it.
+    """
     return _field_fernet().rotate(token.encode()).decode()
 
 

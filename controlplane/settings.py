@@ -200,7 +200,8 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = envint("GATEHOUSE_HSTS_SECONDS", "0")
 
 # Gatehouse keys. FIELD_KEYS: comma-separated Fernet keys, newest first (MultiFernet:
-# encrypt with the first, decrypt with any, so keys rotate by prepending).
+# encrypt with the first, decrypt with any: prepend a key, run `manage.py
+# rotate_credentials`, then drop the old key).
 _TEST_FIELD_KEY = "dGVzdC1vbmx5LWZpZWxkLWtleS0wMDAwMDAwMDAwMDA="  # test-only, never deployed
 _TEST_WORKER_KEY = "dGVzdC1vbmx5LXdvcmtlci1rZXktMDAwMDAwMDAwMDA="
 GATEHOUSE_FIELD_KEYS = [

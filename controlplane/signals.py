@@ -13,8 +13,6 @@ POLICY_MODELS = (Target, Agent, AgentToken, MaskingRule, AccessRule)
 def _changed(sender, **kwargs) -> None:
     if kwargs.get("raw"):  # loaddata
         return
-    if sender is AgentToken and kwargs.get("update_fields") == frozenset({"last_used_at"}):
-        return
     schedule_publish()
 
 

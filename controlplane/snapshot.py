@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
 from controlplane.crypto import decrypt_field, encrypt_for_worker
@@ -136,8 +135,3 @@ def schedule_publish() -> None:
     if any(entry[1] is _publish_after_commit for entry in conn.run_on_commit):
         return
     transaction.on_commit(_publish_after_commit)
-
-
-def snapshot_settings_ok() -> bool:
-    """Whether the keys a snapshot needs are configured."""
-    return bool(settings.GATEHOUSE_FIELD_KEYS and settings.GATEHOUSE_WORKER_KEY)

@@ -83,7 +83,7 @@ def run(gateway: str, token: str, *, approval_wait: float, on_held=None) -> int:
         )
         streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         _show("4. The same, streamed (SSE, masked as it flows)", f"received: {streamed}")
-        failures += "4111" in streamed.replace(" ", "") and "[CREDIT_CARD]" not in streamed
+        failures += "4111" in streamed.replace(" ", "") or "[CREDIT_CARD]" not in streamed
 
         result: dict[str, httpx.Response] = {}
 

@@ -52,6 +52,7 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
+        """Ports free on 127.0.0.1 right now (for tests that run stacks side by side)."""
         return cls(web=free_port(), proxy=free_port(), datasette=free_port(), llm=free_port())
 
 
@@ -66,6 +67,7 @@ class Stack:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def commands(self) -> dict[str, list[str]]:
+        """``{process name: argv}`` for every process this stack can start."""
         py = sys.executable
         bindir = Path(py).parent
         return {
@@ -133,6 +135,7 @@ class Stack:
         }
 
     def listen_port(self, name: str) -> int | None:
+        """The TCP port ``name`` listens on, or ``None`` for processes without one."""
         return {
             "datasette": self.ports.datasette,
             "llm": self.ports.llm,
@@ -141,6 +144,7 @@ class Stack:
         }.get(name)
 
     def process_env(self) -> dict[str, str]:
+        """The environment of every child: ours, the stack's, and its ports."""
         env = {**os.environ, **self.env}
         env.update(
             {
@@ -194,5 +198,6 @@ class Stack:
                 p.wait()
 
     def log(self, name: str) -> str:
+        """Everything process ``name`` has written so far (empty if it never ran)."""
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""

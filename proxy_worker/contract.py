@@ -144,7 +144,7 @@ class ApprovalRequestMessage:
     worker_id: str
     agent_id: int
     target_id: int
-    rule_id: int
+    rule_id: int | None  # None when the target's default action asked for approval
     method: str
     url: str
     headers: dict[str, str]
@@ -240,16 +240,6 @@ class ExchangeMessage:
 
 #: Recorded (masked) bodies are cut to this many characters in exchange messages.
 RECORD_BODY_LIMIT = 256 * 1024
-
-
-def snapshot_version(raw: bytes | str) -> int:
-    """The ``version`` of a policy snapshot document, or raise :class:`ContractError`."""
-    data = loads_json(raw, "policy snapshot")
-    _check_version(data, "policy snapshot")
-    version = data.get("version")
-    if not isinstance(version, int):
-        raise ContractError("policy snapshot: version must be an integer")
-    return version
 
 
 #: Lua: store a snapshot only if its version is newer than the stored one, then publish.

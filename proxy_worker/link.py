@@ -210,9 +210,7 @@ class ControlPlaneLink:
             return
         try:
             doc = loads_json(raw, "policy snapshot")
-            if int(doc.get("version", 0)) > self.state.policy.version or (
-                self.state.policy.version == 0
-            ):
+            if int(doc.get("version", 0)) > self.state.policy.version:
                 self.install(doc)
         except ContractError as e:
             log.error(
@@ -223,7 +221,12 @@ class ControlPlaneLink:
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
-                await self.reload_policy()
+                # The version counter is a few bytes; the snapshot is fetched only when
+                # it moved past ours (a missed pub/sub message).
+                latest = await self.redis.get(self.keys.policy_version)
+                self.redis_ok = True
+                if latest is not None and int(latest) > self.state.policy.version:
+                    await self.reload_policy()
                 await self._recheck_waiters()
             except (RedisError, OSError) as e:
                 if self.redis_ok:

@@ -54,7 +54,7 @@ class ApprovalGate:
             worker_id=self.link.worker_id,
             agent_id=st.agent.id,
             target_id=st.target.id,
-            rule_id=rule.id if rule else 0,
+            rule_id=rule.id if rule else None,
             method=flow.request.method,
             url=flow.request.pretty_url,
             headers=safe_headers(flow.request.headers, st.target),
@@ -82,7 +82,6 @@ class ApprovalGate:
         finally:
             st.timings["approval_wait"] = round((time.perf_counter() - t0) * 1000, 3)
         if decision is None:
-            st.decision = "expired"
             answer_error(
                 flow,
                 403,

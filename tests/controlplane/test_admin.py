@@ -28,11 +28,19 @@ def test_staff_without_the_admin_role_cannot_enter(client, users):
 
 
 def test_it_creates_a_target_with_a_write_only_credential(admin_client):
-    r = admin_client.post(reverse("admin:controlplane_target_add"), {
-        "name": "CRM", "slug": "crm", "upstream_url": "https://crm.example.com",
-        "auth_header": "Authorization", "auth_scheme": "Bearer", "credential": "s3cr3t-upstream",
-        "default_action": "allow", "approval_timeout": "120",
-    })
+    r = admin_client.post(
+        reverse("admin:controlplane_target_add"),
+        {
+            "name": "CRM",
+            "slug": "crm",
+            "upstream_url": "https://crm.example.com",
+            "auth_header": "Authorization",
+            "auth_scheme": "Bearer",
+            "credential": "s3cr3t-upstream",
+            "default_action": "allow",
+            "approval_timeout": "120",
+        },
+    )
     assert r.status_code == 302, r.content
     target = Target.objects.get(slug="crm")
     assert target.has_credential and "s3cr3t-upstream" not in target.credential_encrypted
@@ -40,20 +48,32 @@ def test_it_creates_a_target_with_a_write_only_credential(admin_client):
     assert b"s3cr3t-upstream" not in page.content
     # Saving without a credential keeps the stored one.
     stored = target.credential_encrypted
-    admin_client.post(reverse("admin:controlplane_target_change", args=[target.pk]), {
-        "name": "CRM 2", "slug": "crm", "upstream_url": "https://crm.example.com",
-        "auth_header": "Authorization", "auth_scheme": "Bearer", "credential": "",
-        "default_action": "allow", "approval_timeout": "120",
-    })
+    admin_client.post(
+        reverse("admin:controlplane_target_change", args=[target.pk]),
+        {
+            "name": "CRM 2",
+            "slug": "crm",
+            "upstream_url": "https://crm.example.com",
+            "auth_header": "Authorization",
+            "auth_scheme": "Bearer",
+            "credential": "",
+            "default_action": "allow",
+            "approval_timeout": "120",
+        },
+    )
     target.refresh_from_db()
     assert target.name == "CRM 2" and target.credential_encrypted == stored
 
 
 def test_it_issues_a_token_shown_once_and_stored_hashed(admin_client, users):
     agent = Agent.objects.create(name="bot", owner=users["admin"])
-    r = admin_client.post(reverse("admin:controlplane_agent_changelist"), {
-        "action": "issue_token", "_selected_action": [agent.pk],
-    })
+    r = admin_client.post(
+        reverse("admin:controlplane_agent_changelist"),
+        {
+            "action": "issue_token",
+            "_selected_action": [agent.pk],
+        },
+    )
     assert r.status_code == 200 and "no-store" in r["Cache-Control"]
     token = r.context["issued"][0][1]
     assert token.startswith("gh_") and token in r.content.decode()

@@ -13,7 +13,6 @@ from proxy_worker.contract import (
     DecisionMessage,
     ExchangeMessage,
     Keys,
-    snapshot_version,
 )
 
 
@@ -120,9 +119,3 @@ def test_it_names_keys_under_the_prefix():
         "p:decisions",
         "p:decision:x",
     ]
-
-
-def test_it_reads_a_snapshot_version():
-    assert snapshot_version(json.dumps({"v": SCHEMA_VERSION, "version": 7})) == 7
-    with pytest.raises(ContractError):
-        snapshot_version(json.dumps({"v": SCHEMA_VERSION, "version": "7"}))

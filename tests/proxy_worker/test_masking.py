@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import phonenumbers
 import pytest
+from faker import Faker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -250,8 +251,7 @@ def test_phone_regions() -> None:
 
 
 def test_faker_phone_numbers() -> None:
-    faker = pytest.importorskip("faker")
-    fake = faker.Faker("en_US")
+    fake = Faker("en_US")
     fake.seed_instance(7)
     m = make(MaskingRule(1, "p", entity_types=("PHONE",)))
     seen_valid = seen_invalid = 0
