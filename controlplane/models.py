@@ -18,6 +18,11 @@ from controlplane.crypto import encrypt_field
 from proxy_worker.policy import TOKEN_PREFIX, hash_token
 
 ACTION_CHOICES = [("allow", "Allow"), ("deny", "Deny"), ("approve", "Require approval")]
+APPROVAL_MODE_CHOICES = [
+    ("wait", "Wait: hold the request until it is decided or expires"),
+    ("defer", "Defer: answer at once; an identical retry passes once after approval"),
+]
+BINARY_BODY_CHOICES = [("refuse", "Refuse"), ("pass", "Pass unmasked")]
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -66,6 +71,18 @@ class Target(models.Model):
     approver_group = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    binary_bodies = models.CharField(
+        max_length=10,
+        choices=BINARY_BODY_CHOICES,
+        default="refuse",
+        help_text="Bodies that cannot be scanned for personal data (images, archives, "
+        "unknown encodings): refuse them (fail closed) or pass them unmasked",
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days recorded exchanges of this target are kept; empty = forever",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -84,11 +101,35 @@ class Target(models.Model):
         return bool(self.credential_encrypted)
 
 
+class AgentGroup(models.Model):
+    """A named set of agents; access and masking rules can name groups instead of agents.
+
+    Agents presenting an OpenID Connect JWT can also be placed in groups by a claim
+    (see ``Agent.oidc_subject``).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Agent(models.Model):
     """A non-human identity (an AI agent, script or CI job) with tokens and an owner."""
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    groups = models.ManyToManyField(AgentGroup, blank=True, related_name="agents")
+    oidc_subject = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The 'sub' claim (client id) of this agent's OpenID Connect JWTs; "
+        "empty = token authentication only",
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -101,6 +142,13 @@ class Agent(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["oidc_subject"],
+                condition=~models.Q(oidc_subject=""),
+                name="agent_unique_oidc_subject",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -174,17 +222,29 @@ class MaskingRule(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     entity_types = ArrayField(
-        models.CharField(max_length=30, choices=ENTITY_TYPE_CHOICES),
+        models.CharField(max_length=40),
         blank=True,
         default=list,
-        help_text="Built-in detectors, comma-separated: "
-        + ", ".join(c for c, _ in ENTITY_TYPE_CHOICES),
+        help_text="Detector names, comma-separated, e.g. EMAIL, PHONE, CREDIT_CARD "
+        "(every name the masking engine knows is listed on the rule preview page)",
     )
     field_names = ArrayField(
         models.CharField(max_length=100),
         blank=True,
         default=list,
         help_text="JSON/form field names masked whole (case-insensitive)",
+    )
+    json_paths = ArrayField(
+        models.CharField(max_length=300),
+        blank=True,
+        default=list,
+        help_text="JSONPath expressions masked whole, e.g. $.customers[*].address",
+    )
+    deny_list = ArrayField(
+        models.CharField(max_length=200),
+        blank=True,
+        default=list,
+        help_text="Words or phrases always masked (a dictionary detector), case-insensitive",
     )
     custom_pattern = models.CharField(
         max_length=500,
@@ -197,6 +257,12 @@ class MaskingRule(models.Model):
     targets = models.ManyToManyField(
         Target, blank=True, related_name="masking_rules", help_text="None selected = every target"
     )
+    agent_groups = models.ManyToManyField(
+        AgentGroup,
+        blank=True,
+        related_name="masking_rules",
+        help_text="None selected = every agent",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -207,12 +273,23 @@ class MaskingRule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        known = {c for c, _ in ENTITY_TYPE_CHOICES}
+        from proxy_worker.masking import ENTITY_TYPES
+
+        known = set(ENTITY_TYPES)
         unknown = [t for t in self.entity_types if t not in known]
         if unknown:
             raise ValidationError({"entity_types": f"unknown entity types: {', '.join(unknown)}"})
-        if not (self.entity_types or self.field_names or self.custom_pattern):
-            raise ValidationError("a masking rule needs entity types, field names or a pattern")
+        if not (
+            self.entity_types
+            or self.field_names
+            or self.json_paths
+            or self.deny_list
+            or self.custom_pattern
+        ):
+            raise ValidationError(
+                "a masking rule needs entity types, field names, JSON paths, "
+                "a deny list or a pattern"
+            )
 
 
 class AccessRule(models.Model):
@@ -230,6 +307,12 @@ class AccessRule(models.Model):
     )
     agents = models.ManyToManyField(
         Agent, blank=True, related_name="access_rules", help_text="None selected = every agent"
+    )
+    agent_groups = models.ManyToManyField(
+        AgentGroup,
+        blank=True,
+        related_name="access_rules",
+        help_text="Agents of these groups also match; none selected (and no agents) = every agent",
     )
     methods = ArrayField(
         models.CharField(max_length=10),
@@ -263,6 +346,23 @@ class AccessRule(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="Who may approve; empty = the target's, else the 'approver' group",
+    )
+    approval_mode = models.CharField(max_length=10, choices=APPROVAL_MODE_CHOICES, default="wait")
+    required_approvals = models.PositiveSmallIntegerField(
+        default=1, help_text="Distinct approvers needed; one deny ends the request"
+    )
+    retry_window = models.PositiveIntegerField(
+        default=600,
+        help_text="Defer mode: seconds after approval in which one identical retry passes",
+    )
+    notify_webhook_url = models.URLField(
+        blank=True, help_text="JSON webhook called for each new approval request"
+    )
+    notify_slack_url = models.URLField(
+        blank=True, help_text="Slack-compatible incoming webhook for new approval requests"
+    )
+    notify_email = models.BooleanField(
+        default=False, help_text="E-mail the approver group's members on new requests"
     )
     reason = models.CharField(
         max_length=300, blank=True, help_text="Shown to approvers and in deny answers"
