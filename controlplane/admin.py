@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import admin
 from django.db import transaction
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from controlplane.models import AccessRule, Agent, AgentToken, MaskingRule, Target
-
-
-class TargetForm(forms.ModelForm):
-    """Target form with a write-only credential: never rendered back, blank keeps it."""
-
-    credential = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Injected upstream on every request. Write-only: leave blank to keep the "
-        "stored one.",
-    )
-    clear_credential = forms.BooleanField(required=False)
-
-    class Meta:
-        model = Target
-        fields = [
-            "name",
-            "slug",
-            "upstream_url",
-            "auth_header",
-            "auth_scheme",
-            "credential",
-            "clear_credential",
-            "default_action",
-            "approval_timeout",
-            "approver_group",
-        ]
-
-    def save(self, commit: bool = True) -> Target:
-        target = super().save(commit=False)
-        if self.cleaned_data.get("clear_credential"):
-            target.set_credential("")
-        elif self.cleaned_data.get("credential"):
-            target.set_credential(self.cleaned_data["credential"])
-        if commit:
-            target.save()
-        return target
+from controlplane.forms import TargetForm
+from controlplane.models import AccessRule, Agent, AgentGroup, AgentToken, MaskingRule, Target
 
 
 @admin.register(Target)
@@ -112,7 +75,7 @@ class AgentAdmin(admin.ModelAdmin):
 class MaskingRuleAdmin(admin.ModelAdmin):
     list_display = ["name", "strategy", "direction", "is_active"]
     list_filter = ["direction", "strategy", "is_active"]
-    filter_horizontal = ["targets"]
+    filter_horizontal = ["targets", "agent_groups"]
 
 
 @admin.register(AccessRule)
@@ -120,4 +83,10 @@ class AccessRuleAdmin(admin.ModelAdmin):
     list_display = ["name", "position", "action", "target", "path_pattern", "is_active"]
     list_editable = ["position"]
     list_filter = ["action", "target", "is_active"]
-    filter_horizontal = ["agents"]
+    filter_horizontal = ["agents", "agent_groups"]
+
+
+@admin.register(AgentGroup)
+class AgentGroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "description"]
+    search_fields = ["name"]

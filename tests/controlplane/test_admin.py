@@ -39,6 +39,7 @@ def test_it_creates_a_target_with_a_write_only_credential(admin_client):
             "credential": "s3cr3t-upstream",
             "default_action": "allow",
             "approval_timeout": "120",
+            "binary_bodies": "refuse",
         },
     )
     assert r.status_code == 302, r.content
@@ -59,6 +60,7 @@ def test_it_creates_a_target_with_a_write_only_credential(admin_client):
             "credential": "",
             "default_action": "allow",
             "approval_timeout": "120",
+            "binary_bodies": "refuse",
         },
     )
     target.refresh_from_db()
