@@ -7,7 +7,9 @@ end so later tests start clean.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -136,3 +138,44 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: The flags Debian's Chromium needs here (no sandbox, no GPU, no network chatter).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    """A Playwright Chromium browser (Debian's build); fails in CI if it is missing."""
+    if not CHROMIUM:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def sign_in(stack):
+    """``sign_in(page, username)``: sign ``page`` in through the real login form."""
+
+    def _sign_in(page, username: str, password: str | None = None) -> None:
+        page.goto(f"{stack.web_url}/accounts/login/")
+        page.fill("input[name=login]", username)
+        page.fill("input[name=password]", password or stack.password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{stack.web_url}/")
+
+    return _sign_in
