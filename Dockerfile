@@ -21,5 +21,6 @@ RUN pip install --no-cache-dir ".[demo]" \
  && GATEHOUSE_SECRET_KEY=build-only python manage.py collectstatic --no-input -v 0
 
 USER gatehouse
-EXPOSE 8000 8080
+# 8000 web, 8080 proxy worker, 9100 worker metrics (GATEHOUSE_METRICS_PORT)
+EXPOSE 8000 8080 9100
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "controlplane.asgi:application"]

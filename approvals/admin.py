@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from approvals.models import ApprovalRequest, Decision
+from approvals.models import ApprovalRequest, Decision, Grant
 
 
 class DecisionInline(admin.TabularInline):
     model = Decision
     extra = 0
     can_delete = False
-    readonly_fields = ["user", "verdict", "comment", "created_at"]
+    readonly_fields = ["user", "verdict", "comment", "grant_minutes", "created_at"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -22,6 +22,21 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     list_display = ["id", "method", "url", "agent", "target", "status", "requested_at"]
     list_filter = ["status", "target"]
     inlines = [DecisionInline]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(Grant)
+class GrantAdmin(admin.ModelAdmin):
+    """Grants are made by approving with a grant and revoked on the grants page; the
+    admin only lists them."""
+
+    list_display = ["id", "agent", "target", "method", "path_pattern", "expires_at", "revoked_at"]
+    list_filter = ["target"]
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -7,9 +7,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from approvals.actions import QUEUE_GROUP
-from approvals.models import ApprovalRequest
 from approvals.permissions import can_view
-from approvals.views import pending_rows, row_context
+from approvals.views import pending_rows, row_context, visible_requests
 from controlplane.roles import APPROVER, has_role
 
 #: Close code for "not allowed" (4000-4999 are free for applications, RFC 6455 §7.4.2).
@@ -20,8 +19,10 @@ class ApprovalQueueConsumer(AsyncWebsocketConsumer):
     """Pushes each new or changed approval request to approvers who may see it.
 
     Anonymous users and users without the approver role are refused in ``connect``.
-    Messages carry only an id; the row is read from the database and rendered for this
-    user, so a page never trusts the group message's content.
+    Messages carry only an id; the row is read from the database through the same
+    visibility filter as the pages and rendered for this user, so a socket only ever
+    receives rows of requests in its user's approver groups and never trusts the group
+    message's content.
     """
 
     async def connect(self) -> None:
@@ -52,13 +53,8 @@ class ApprovalQueueConsumer(AsyncWebsocketConsumer):
 
     def _render(self, approval_id: str, created: bool) -> str | None:
         user = self.scope["user"]
-        req = (
-            ApprovalRequest.objects.select_related(
-                "agent__owner", "target__approver_group", "rule__approver_group"
-            )
-            .filter(pk=approval_id)
-            .first()
-        )
+        # Only rows this user may see are ever rendered for (and sent to) this socket.
+        req = visible_requests(user).filter(pk=approval_id).first()
         if req is None or not can_view(user, req):
             return None
         return render_to_string(

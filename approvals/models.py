@@ -1,6 +1,10 @@
-"""Approval requests (requests held by a worker) and the decisions humans make on them."""
+"""Approval requests (held or deferred by a worker), the decisions humans make on them,
+and the time-boxed grants an approval can leave behind."""
 
 from __future__ import annotations
+
+import glob
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -14,6 +18,8 @@ class ApprovalRequest(models.Model):
 
     The primary key is the approval id the worker generated. Everything stored here was
     masked by the worker before it left the data path; credentials are not in ``headers``.
+    ``abandoned``: a wait-mode request whose worker stopped holding it (died, restarted)
+    before a decision; see ``approvals.tasks.abandon_orphaned_requests``.
     """
 
     class Status(models.TextChoices):
@@ -21,6 +27,11 @@ class ApprovalRequest(models.Model):
         APPROVED = "approved"
         DENIED = "denied"
         EXPIRED = "expired"
+        ABANDONED = "abandoned"
+
+    class Mode(models.TextChoices):
+        WAIT = "wait"
+        DEFER = "defer"
 
     id = models.UUIDField(primary_key=True)
     agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -37,6 +48,9 @@ class ApprovalRequest(models.Model):
         max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
     )
     required_approvals = models.PositiveSmallIntegerField(default=1)
+    mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.WAIT)
+    #: Defer mode: seconds after the approval in which the one identical retry may pass.
+    retry_window = models.PositiveIntegerField(default=0)
     requested_at = models.DateTimeField()
     deadline = models.DateTimeField(db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -56,6 +70,16 @@ class ApprovalRequest(models.Model):
     def seconds_left(self) -> int:
         return max(0, int((self.deadline - timezone.now()).total_seconds()))
 
+    @property
+    def upstream_path(self) -> str:
+        """The percent-decoded upstream path (what access rules and grants match)."""
+        return unquote(urlsplit(self.url).path) or "/"
+
+    @property
+    def exact_path_pattern(self) -> str:
+        """A grant path pattern matching exactly this request's path (glob-escaped)."""
+        return glob.escape(self.upstream_path)
+
 
 class Decision(models.Model):
     """One person's verdict on an approval request, with who, when and why."""
@@ -72,6 +96,9 @@ class Decision(models.Model):
     )
     verdict = models.CharField(max_length=10, choices=Verdict.choices)
     comment = models.TextField(blank=True)
+    #: "Approve with grant": how long the grant should last and what it should cover.
+    grant_minutes = models.PositiveIntegerField(null=True, blank=True)
+    grant_path_pattern = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -84,3 +111,55 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.verdict}"
+
+
+class GrantQuerySet(models.QuerySet["Grant"]):
+    def active(self) -> GrantQuerySet:
+        """Grants neither revoked nor past their expiry."""
+        return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class Grant(models.Model):
+    """A time-boxed approval: ``agent`` may send ``method`` requests whose upstream path
+    matches ``path_pattern`` (a glob, as access rules) to ``target`` until ``expires_at``
+    without asking again. Compiled into the policy snapshot while active; a new snapshot
+    is published whenever a grant is created, revoked or deleted.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="+")
+    method = models.CharField(max_length=16, blank=True, help_text="Empty = any method")
+    path_pattern = models.CharField(max_length=500)
+    approval_request = models.ForeignKey(
+        ApprovalRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="grants"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    objects = GrantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.method or '*'} {self.target}{self.path_pattern}"
+
+    @property
+    def status(self) -> str:
+        """``revoked``, ``expired`` or ``active`` (by the current time)."""
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    @property
+    def seconds_left(self) -> int:
+        return max(0, int((self.expires_at - timezone.now()).total_seconds()))

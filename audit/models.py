@@ -1,10 +1,49 @@
-"""Recorded sessions and exchanges (masked), as ingested from the workers' stream."""
+"""Recorded sessions and exchanges (masked), the audit hash chain, and export jobs.
+
+Exchanges arrive already masked from the workers' stream (see :mod:`audit.ingest`).
+Every exchange and every control-plane change is appended to the hash chain
+(:class:`ChainRecord`, see :mod:`audit.chain` for the record format and how it is
+verified); retention purges delete exchange rows but never chain records.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+from django.db.models.expressions import RawSQL
 
 from controlplane.models import AccessRule, Agent, Target
+
+#: Characters of each body (and of the URL) that full-text search indexes. A tsvector
+#: is limited to 1 MB (PostgreSQL "Text Search Types"): bounding the input keeps a large
+#: recorded body from failing the ingest transaction.
+SEARCH_TEXT_LIMIT = 100_000
+
+
+#: Separators PostgreSQL's default text-search parser would otherwise keep inside one
+#: token: it reads ``/customers/orders.json`` as a single ``url_path`` lexeme and
+#: ``ana@example.com`` as one ``email`` lexeme, so a word inside a URL, a path or an
+#: address would not be found. They are translated to spaces before parsing
+#: (``translate`` is several times cheaper than ``regexp_replace`` at ingest).
+SEARCH_SEPARATORS = "/.-_:@?=&+#~\\"
+
+
+def _text_sql(column: str) -> str:
+    return f"left(coalesce({column}, ''), {SEARCH_TEXT_LIMIT})"
+
+
+#: The stored generated ``search_vector`` column: ``simple`` configuration (no stemming,
+#: no stop words: placeholders, identifiers and any language are matched as written)
+#: over the URL and both bodies. Every function used is immutable, as a generated
+#: column requires. :func:`audit.forms.search_query` splits queries the same way.
+SEARCH_DOCUMENT_SQL = (
+    "to_tsvector('simple'::regconfig, translate("
+    + " || ' ' || ".join(_text_sql(c) for c in ("url", "request_body", "response_body"))
+    + f", '{SEARCH_SEPARATORS}', '{' ' * len(SEARCH_SEPARATORS)}'))"
+)
 
 DECISION_CHOICES = [
     ("allowed", "Allowed"),
@@ -21,6 +60,7 @@ class Session(models.Model):
 
     Grouped by the agent's ``X-Gatehouse-Session`` header when it sends one (``key``),
     otherwise by an idle gap (``GATEHOUSE_SESSION_IDLE_SECONDS``, default 300 s).
+    A session under legal hold (``legal_hold_at`` set) is never purged by retention.
     """
 
     agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -29,6 +69,11 @@ class Session(models.Model):
     started_at = models.DateTimeField(db_index=True)
     last_activity_at = models.DateTimeField()
     exchange_count = models.PositiveIntegerField(default=0)
+    legal_hold_at = models.DateTimeField(null=True, blank=True)
+    legal_hold_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    legal_hold_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-last_activity_at"]
@@ -37,16 +82,31 @@ class Session(models.Model):
     def __str__(self) -> str:
         return f"session {self.pk}"
 
+    @property
+    def on_legal_hold(self) -> bool:
+        return self.legal_hold_at is not None
+
 
 class Exchange(models.Model):
-    """One request and its answer as the worker recorded it: masked, no credentials."""
+    """One request and its answer as the worker recorded it: masked, no credentials.
+
+    ``finding_types`` is the sorted set of entity types the masking engine reported in
+    either direction (derived at ingest, for the entity-type filter); ``search_vector``
+    is a stored generated column (:data:`SEARCH_DOCUMENT_SQL`) with a GIN index.
+    """
 
     id = models.UUIDField(primary_key=True, help_text="The worker's exchange id")
     session = models.ForeignKey(
-        Session, null=True, on_delete=models.SET_NULL, related_name="exchanges"
+        Session, null=True, on_delete=models.SET_NULL, related_name="exchanges", db_index=False
     )
-    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
-    target = models.ForeignKey(Target, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The (session, started_at), (agent, -started_at) and (target, -started_at)
+    # indexes below serve these foreign keys too.
+    agent = models.ForeignKey(
+        Agent, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    target = models.ForeignKey(
+        Target, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     rule = models.ForeignKey(AccessRule, null=True, on_delete=models.SET_NULL, related_name="+")
     approval_id = models.UUIDField(null=True, blank=True, db_index=True)
     worker_id = models.CharField(max_length=200)
@@ -63,13 +123,26 @@ class Exchange(models.Model):
     error = models.CharField(max_length=300, blank=True)
     request_findings = models.JSONField(default=list)
     response_findings = models.JSONField(default=list)
+    finding_types = ArrayField(models.CharField(max_length=40), default=list, blank=True)
     timings = models.JSONField(default=dict)
     body_truncated = models.BooleanField(default=False)
     stream_entry_id = models.CharField(max_length=40, blank=True)
     ingested_at = models.DateTimeField(auto_now_add=True)
+    search_vector = models.GeneratedField(
+        expression=RawSQL(SEARCH_DOCUMENT_SQL, ()),  # noqa: S611 (a constant, no input)
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["started_at"]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="audit_exchange_search"),
+            GinIndex(fields=["finding_types"], name="audit_exchange_types"),
+            models.Index(fields=["target", "-started_at"], name="audit_exch_target_time"),
+            models.Index(fields=["agent", "-started_at"], name="audit_exch_agent_time"),
+            models.Index(fields=["session", "started_at"], name="audit_exch_session_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.method} {self.url} -> {self.status_code}"
@@ -91,3 +164,100 @@ class IngestError(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stream} {self.entry_id}"
+
+
+CHAIN_KIND_CHOICES = [
+    ("exchange", "Exchange recorded"),
+    ("change", "Control-plane change"),
+    ("purge", "Retention purge"),
+    ("hold", "Legal hold placed or lifted"),
+    ("anchor", "Signed anchor"),
+]
+
+
+class ChainHead(models.Model):
+    """The single row (``pk=1``) holding the newest chain record's ``seq`` and ``hash``.
+
+    Appenders lock it (``SELECT … FOR UPDATE``) for the length of their transaction,
+    which serialises every append; ``seq=0`` with the genesis hash means "empty".
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"chain head {self.seq}"
+
+
+class ChainRecord(models.Model):
+    """One link of the tamper-evident chain (format and hashing: :mod:`audit.chain`).
+
+    ``hash`` = SHA-256 over the RFC 8785 canonical JSON of ``seq``, ``kind``, ``at``,
+    ``payload`` and ``prev_hash``. ``exchange_id`` repeats ``payload["exchange_id"]``
+    of exchange records (not a foreign key: the record outlives a purged exchange).
+    """
+
+    seq = models.BigIntegerField(primary_key=True)
+    kind = models.CharField(max_length=10, choices=CHAIN_KIND_CHOICES)
+    at = models.DateTimeField()
+    exchange_id = models.UUIDField(null=True, blank=True, unique=True)
+    payload = models.JSONField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["kind", "seq"], name="audit_chain_kind_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind}"
+
+
+class AuditJob(models.Model):
+    """A background job of an auditor: an evidence export or a chain verification.
+
+    ``params`` holds the export's scope (``{"session": id}`` or the search form's
+    cleaned query string); ``progress``/``total`` count exchanges (or chain records).
+    ``file_name`` is relative to ``GATEHOUSE_EXPORT_DIR``; ``result`` holds the
+    verification outcome or the export's record count.
+    """
+
+    class Kind(models.TextChoices):
+        EXPORT = "export"
+        VERIFY = "verify"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    fmt = models.CharField(max_length=10, blank=True, help_text="har, jsonl or csv")
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveBigIntegerField(default=0)
+    total = models.PositiveBigIntegerField(default=0)
+    file_name = models.CharField(max_length=200, blank=True)
+    result = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return (
+            100
+            if self.status == self.Status.DONE
+            else int(100 * self.progress / max(self.total, 1))
+        )

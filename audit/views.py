@@ -1,16 +1,43 @@
-"""The auditor's pages: sessions and the step-by-step replay of one session."""
+"""The auditor's pages: sessions, replay, search, evidence exports, chain verification.
+
+Every view requires the ``auditor`` role. Recorded bytes are rendered autoescaped (or
+through the ``masked`` filter, which escapes first); nothing recorded reaches a page
+unescaped. Export and verification jobs are visible to the auditor who started them
+only (404 for anyone else).
+"""
 
 from __future__ import annotations
 
+import json
+
+from django.conf import settings
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.db import transaction
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from approvals.models import ApprovalRequest
-from audit.models import Exchange, Session
+from audit import exports, jobs
+from audit.chain import appending, describe_actor
+from audit.forms import SearchForm
+from audit.models import AuditJob, ChainHead, ChainRecord, Exchange, Session
 from controlplane.roles import AUDITOR, role_required
 from controlplane.text import pretty_json
+
+SEARCH_PAGE_SIZE = 50
+PLAY_SPEEDS = (1, 4, 16)
+
+
+def _get_job_for_user(request: HttpRequest, job_id: int) -> AuditJob:
+    """The job if ``request.user`` started it, else 404 (jobs are private)."""
+    job = AuditJob.objects.filter(pk=job_id, created_by=request.user).first()
+    if job is None:
+        raise Http404("no such job")
+    return job
 
 
 @role_required(AUDITOR)
@@ -27,19 +54,32 @@ def sessions(request: HttpRequest) -> HttpResponse:
 def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     """Replay one session: a timeline of its exchanges and each exchange in full.
 
-    ``?step=N`` (1-based) selects the exchange shown; the keyboard moves between steps.
+    ``?step=N`` (1-based) or ``?exchange=<uuid>`` selects the exchange shown; ``?play=S``
+    (1, 4 or 16) makes the player advance by itself at S times the recorded pace.
     """
     session = get_object_or_404(
-        Session.objects.select_related("agent__owner", "target"), pk=session_id
+        Session.objects.select_related("agent__owner", "target", "legal_hold_by"), pk=session_id
     )
     exchanges = list(
-        Exchange.objects.filter(session=session).select_related("rule").order_by("started_at")
+        Exchange.objects.filter(session=session)
+        .select_related("rule")
+        .defer("request_body", "response_body", "request_headers", "response_headers")
+        .order_by("started_at", "id")
     )
-    try:
-        step = min(max(int(request.GET.get("step", "1")), 1), max(len(exchanges), 1))
-    except ValueError:
-        step = 1
-    current = exchanges[step - 1] if exchanges else None
+    step = 1
+    wanted = request.GET.get("exchange")
+    if wanted:
+        step = next((i + 1 for i, x in enumerate(exchanges) if str(x.id) == wanted), 1)
+    else:
+        try:
+            step = min(max(int(request.GET.get("step", "1")), 1), max(len(exchanges), 1))
+        except ValueError:
+            step = 1
+    current = (
+        Exchange.objects.select_related("rule").get(pk=exchanges[step - 1].pk)
+        if exchanges
+        else None
+    )
     approval = None
     if current and current.approval_id:
         approval = (
@@ -47,11 +87,16 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
             .prefetch_related("decisions__user")
             .first()
         )
+    record = ChainRecord.objects.filter(exchange_id=current.id).first() if current else None
     t0 = exchanges[0].started_at if exchanges else None
     timeline = [
         {"n": i + 1, "x": x, "offset": (x.started_at - t0).total_seconds() if t0 else 0.0}
         for i, x in enumerate(exchanges)
     ]
+    try:
+        play = int(request.GET.get("play", "0"))
+    except ValueError:
+        play = 0
     return render(
         request,
         "audit/session_detail.html",
@@ -60,10 +105,191 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
             "timeline": timeline,
             "step": step,
             "current": current,
+            "record": record,
             "approval": approval,
+            "approval_wait": (
+                (approval.decided_at - approval.requested_at).total_seconds()
+                if approval and approval.decided_at
+                else None
+            ),
             "request_body": pretty_json(current.request_body) if current else "",
             "response_body": pretty_json(current.response_body) if current else "",
             "prev_step": step - 1 if step > 1 else None,
             "next_step": step + 1 if step < len(exchanges) else None,
+            "play": play if play in PLAY_SPEEDS else 0,
+            "speeds": PLAY_SPEEDS,
+            "formats": list(exports.FORMATS),
+        },
+    )
+
+
+@role_required(AUDITOR)
+@require_POST
+def legal_hold(request: HttpRequest, session_id: int) -> HttpResponse:
+    """Place (``on=1``) or lift (``on=0``) a legal hold on a session; recorded in the chain.
+
+    A hold preserves evidence (retention skips the session); it changes no recorded byte.
+    """
+    on = request.POST.get("on") == "1"
+    reason = request.POST.get("reason", "").strip()[:300]
+    if on and not reason:
+        messages.error(request, "A legal hold needs a reason.")
+        return redirect("audit:session", session_id=session_id)
+    with appending() as chain:  # head lock first, then the session row
+        session = get_object_or_404(Session.objects.select_for_update(), pk=session_id)
+        session.legal_hold_at = timezone.now() if on else None
+        session.legal_hold_by = request.user if on else None
+        session.legal_hold_reason = reason if on else ""
+        session.save(update_fields=["legal_hold_at", "legal_hold_by", "legal_hold_reason"])
+        chain.add(
+            "hold",
+            {
+                "actor": describe_actor(request.user),
+                "session_id": session.pk,
+                "on": on,
+                "reason": reason,
+            },
+        )
+    messages.success(request, "Legal hold placed." if on else "Legal hold lifted.")
+    return redirect("audit:session", session_id=session_id)
+
+
+@role_required(AUDITOR)
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    """Search exchanges: filters and full-text words, newest first, 50 per page.
+
+    Pages are fetched with one extra row to know whether a next page exists (no
+    ``COUNT`` over a large match, which would dominate the query's time).
+    """
+    form = SearchForm(request.GET or None)
+    rows: list[Exchange] = []
+    has_next = False
+    try:
+        page = max(int(request.GET.get("page", "1")), 1)
+    except ValueError:
+        page = 1
+    if form.is_bound and form.is_valid():
+        start = (page - 1) * SEARCH_PAGE_SIZE
+        rows = list(
+            form.queryset()
+            .select_related("agent", "target")
+            .defer("request_body", "response_body", "request_headers", "response_headers")[
+                start : start + SEARCH_PAGE_SIZE + 1
+            ]
+        )
+        has_next = len(rows) > SEARCH_PAGE_SIZE
+        rows = rows[:SEARCH_PAGE_SIZE]
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "audit/search.html",
+        {
+            "form": form,
+            "rows": rows,
+            "page": page,
+            "has_next": has_next,
+            "query": query.urlencode(),
+            "formats": list(exports.FORMATS),
+            "export_params": form.params() if form.is_bound and form.is_valid() else {},
+        },
+    )
+
+
+@role_required(AUDITOR)
+@require_POST
+def export(request: HttpRequest) -> HttpResponse:
+    """Start an evidence export of a session (``session``) or of a search (its filters)."""
+    fmt = request.POST.get("format", "")
+    if fmt not in exports.FORMATS:
+        return HttpResponseBadRequest("unknown format")
+    if request.POST.get("session"):
+        session = get_object_or_404(Session, pk=_int_or_404(request.POST["session"]))
+        params: dict = {"session": session.pk}
+    else:
+        form = SearchForm(request.POST)
+        if not form.is_valid():
+            return HttpResponseBadRequest("invalid search filters")
+        params = {"search": form.params()}
+    with transaction.atomic():
+        job = jobs.start_export(request.user, fmt, params)
+    return redirect("audit:job", job_id=job.pk)
+
+
+def _int_or_404(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as e:
+        raise Http404("bad id") from e
+
+
+@role_required(AUDITOR)
+@require_GET
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A job's progress; htmx requests get the fragment that polls itself until done."""
+    job = _get_job_for_user(request, job_id)
+    template = "audit/job_status.html" if request.htmx else "audit/job.html"
+    return render(request, template, {"job": job})
+
+
+@role_required(AUDITOR)
+@require_GET
+def job_download(request: HttpRequest, job_id: int) -> FileResponse:
+    """The finished export file of the requesting auditor's job, as an attachment."""
+    job = _get_job_for_user(request, job_id)
+    if job.kind != AuditJob.Kind.EXPORT or job.status != AuditJob.Status.DONE:
+        raise Http404("no file")
+    base = jobs.export_dir().resolve()
+    path = (base / job.file_name).resolve()
+    if base not in path.parents or not path.is_file():
+        raise Http404("file gone")
+    content_type, ext = exports.FORMATS[job.fmt]
+    return FileResponse(
+        open(path, "rb"),  # noqa: SIM115 (FileResponse closes it)
+        as_attachment=True,
+        filename=f"gatehouse-{job.file_name}",
+        content_type=content_type,
+    )
+
+
+@role_required(AUDITOR)
+@require_http_methods(["GET", "POST"])
+def verify(request: HttpRequest) -> HttpResponse:
+    """The chain's state and the auditor's latest verification; POST verifies again."""
+    if request.method == "POST":
+        with transaction.atomic():
+            job = jobs.start_verify(request.user)
+        return redirect(reverse("audit:verify") + f"?job={job.pk}")
+    job = None
+    if request.GET.get("job"):
+        job = _get_job_for_user(request, _int_or_404(request.GET["job"]))
+    return render(
+        request,
+        "audit/verify.html",
+        {
+            "head": ChainHead.objects.filter(pk=1).first(),
+            "anchor": ChainRecord.objects.filter(kind="anchor").order_by("-seq").first(),
+            "job": job,
+            "signing": bool(settings.GATEHOUSE_AUDIT_SIGNING_KEY),
+        },
+    )
+
+
+@role_required(AUDITOR)
+@require_GET
+def chain_record(request: HttpRequest, seq: int) -> HttpResponse:
+    """One chain record (where verification pointed), with its neighbours' links."""
+    record = get_object_or_404(ChainRecord, seq=seq)
+    exchange = None
+    if record.exchange_id:
+        exchange = Exchange.objects.filter(pk=record.exchange_id).only("id", "session_id").first()
+    return render(
+        request,
+        "audit/chain_record.html",
+        {
+            "record": record,
+            "exchange": exchange,
+            "payload_json": json.dumps(record.payload, indent=2, ensure_ascii=False),
         },
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from controlplane.models import AccessRule, Agent, AgentToken, MaskingRule, Target
+from controlplane.models import AccessRule, Agent, AgentGroup, AgentToken, MaskingRule, Target
 from controlplane.snapshot import schedule_publish
 
-POLICY_MODELS = (Target, Agent, AgentToken, MaskingRule, AccessRule)
+POLICY_MODELS = (Target, Agent, AgentGroup, AgentToken, MaskingRule, AccessRule)
 
 
 def _changed(sender, **kwargs) -> None:
@@ -19,5 +19,11 @@ def _changed(sender, **kwargs) -> None:
 for model in POLICY_MODELS:
     post_save.connect(_changed, sender=model, dispatch_uid=f"publish-{model.__name__}-save")
     post_delete.connect(_changed, sender=model, dispatch_uid=f"publish-{model.__name__}-delete")
-for through in (MaskingRule.targets.through, AccessRule.agents.through):
+for through in (
+    MaskingRule.targets.through,
+    MaskingRule.agent_groups.through,
+    AccessRule.agents.through,
+    AccessRule.agent_groups.through,
+    Agent.groups.through,
+):
     m2m_changed.connect(_changed, sender=through, dispatch_uid=f"publish-{through.__name__}")

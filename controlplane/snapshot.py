@@ -1,7 +1,7 @@
 """Compile the policy into one versioned snapshot and publish it to the workers.
 
-:func:`compile_snapshot` reads targets, agents (token digests only), masking rules and
-access rules into the document described in :mod:`proxy_worker.policy`.
+:func:`compile_snapshot` reads targets, agents (token digests only), masking rules,
+access rules and active grants into the document described in :mod:`proxy_worker.policy`.
 :func:`publish_snapshot` stores it at ``Keys.policy_snapshot`` and announces the new
 version on ``Keys.policy_updates`` (atomically, newer versions only). Every committed
 change to a policy model schedules a publish (:func:`schedule_publish`).
@@ -14,10 +14,12 @@ import logging
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from controlplane.crypto import decrypt_field, encrypt_for_worker
-from controlplane.models import AccessRule, Agent, AgentToken, MaskingRule, Target
+from controlplane.models import AccessRule, Agent, AgentGroup, AgentToken, MaskingRule, Target
+from controlplane.oidc import agent_oidc_config
 from controlplane.redis import client, keys
 from proxy_worker.contract import PUBLISH_SNAPSHOT_LUA, SCHEMA_VERSION
 
@@ -40,6 +42,7 @@ def compile_snapshot(version: int) -> dict[str, Any]:
                 else None,
                 "default_action": t.default_action,
                 "approval_timeout": t.approval_timeout,
+                "binary_bodies": t.binary_bodies,
             }
         )
     hashes: dict[int, list[str]] = {}
@@ -51,8 +54,13 @@ def compile_snapshot(version: int) -> dict[str, Any]:
             "name": a.name,
             "owner": a.owner.get_username() if a.owner else "",
             "token_hashes": hashes.get(a.id, []),
+            "oidc_subject": a.oidc_subject,
+            "group_ids": sorted(g.id for g in a.groups.all()),
         }
-        for a in Agent.objects.filter(is_active=True).select_related("owner").order_by("id")
+        for a in Agent.objects.filter(is_active=True)
+        .select_related("owner")
+        .prefetch_related("groups")
+        .order_by("id")
     ]
     masking = [
         {
@@ -61,11 +69,16 @@ def compile_snapshot(version: int) -> dict[str, Any]:
             "entity_types": list(r.entity_types),
             "field_names": list(r.field_names),
             "custom_pattern": r.custom_pattern or None,
+            "json_paths": list(r.json_paths),
+            "deny_list": list(r.deny_list),
             "strategy": r.strategy,
             "direction": r.direction,
             "target_ids": [t.id for t in r.targets.all()] or None,
+            "agent_group_ids": [g.id for g in r.agent_groups.all()] or None,
         }
-        for r in MaskingRule.objects.filter(is_active=True).prefetch_related("targets")
+        for r in MaskingRule.objects.filter(is_active=True).prefetch_related(
+            "targets", "agent_groups"
+        )
     ]
     access = [
         {
@@ -73,6 +86,7 @@ def compile_snapshot(version: int) -> dict[str, Any]:
             "name": r.name,
             "target_id": r.target_id,
             "agent_ids": [a.id for a in r.agents.all()] or None,
+            "agent_group_ids": [g.id for g in r.agent_groups.all()] or None,
             "methods": list(r.methods),
             "path_pattern": r.path_pattern,
             "query_pattern": r.query_pattern or None,
@@ -80,8 +94,13 @@ def compile_snapshot(version: int) -> dict[str, Any]:
             "action": r.action,
             "approval_timeout": r.approval_timeout,
             "reason": r.reason,
+            "approval_mode": r.approval_mode,
+            "required_approvals": r.required_approvals,
+            "retry_window": r.retry_window,
         }
-        for r in AccessRule.objects.filter(is_active=True).prefetch_related("agents")
+        for r in AccessRule.objects.filter(is_active=True).prefetch_related(
+            "agents", "agent_groups"
+        )
     ]
     return {
         "v": SCHEMA_VERSION,
@@ -89,9 +108,35 @@ def compile_snapshot(version: int) -> dict[str, Any]:
         "generated_at": time.time(),
         "targets": targets,
         "agents": agents,
+        "agent_groups": [{"id": g.id, "name": g.name} for g in AgentGroup.objects.order_by("id")],
+        "agent_oidc": agent_oidc_config(),
         "masking_rules": masking,
         "access_rules": access,
+        "grants": compile_grants(),
+        "site_url": settings.SITE_URL,
     }
+
+
+def compile_grants() -> list[dict[str, Any]]:
+    """Active grants (not revoked, not expired) in the snapshot's ``grants`` shape.
+
+    Workers also ignore a grant past ``expires_at`` by their own clock, so a grant
+    expires on time even before a newer snapshot drops it.
+    """
+    from approvals.models import Grant
+
+    return [
+        {
+            "id": g.id,
+            "agent_id": g.agent_id,
+            "target_id": g.target_id,
+            "method": g.method,
+            "path_pattern": g.path_pattern,
+            "expires_at": g.expires_at.timestamp(),
+            "approval_id": str(g.approval_request_id) if g.approval_request_id else None,
+        }
+        for g in Grant.objects.active().order_by("id")
+    ]
 
 
 def publish_snapshot() -> int:

@@ -11,13 +11,20 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from controlplane.redis import client
+from controlplane.roles import ADMIN, AUDITOR, has_role
 
 
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    """Role-aware landing page: links to what the signed-in user may do."""
-    return render(request, "controlplane/home.html")
+    """Role-aware landing page: links to what the signed-in user may do; auditors and
+    admins also get the audit dashboard (``?range=24h|7d|30d``)."""
+    context = {}
+    if has_role(request.user, ADMIN, AUDITOR):
+        from audit.dashboard import dashboard_data
+
+        context["dashboard"] = dashboard_data(request.GET.get("range"))
+    return render(request, "controlplane/home.html", context)
 
 
 @require_GET

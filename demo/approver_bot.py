@@ -9,6 +9,7 @@ import time
 import httpx
 
 _ROW = re.compile(r'id="approval-([0-9a-f-]{36})"[^>]*data-status="pending"')
+_GRANT = re.compile(r'id="grant-(\d+)" data-status="active"')
 
 
 class ApproverBot:
@@ -50,14 +51,42 @@ class ApproverBot:
             time.sleep(0.2)
         raise TimeoutError("no pending approval request appeared")
 
-    def decide(self, approval_id: str, verdict: str, comment: str = "") -> httpx.Response:
-        """POST the decision form (``verdict`` is ``approve`` or ``deny``) with CSRF."""
+    def decide(
+        self,
+        approval_id: str,
+        verdict: str,
+        comment: str = "",
+        *,
+        grant_minutes: int | None = None,
+        grant_path_pattern: str = "",
+    ) -> httpx.Response:
+        """POST the decision form with CSRF. ``verdict`` is ``approve``, ``deny`` or
+        ``grant`` (approve with a grant of ``grant_minutes`` over ``grant_path_pattern``,
+        empty = the request's exact path). 302 on success, 403/404/400 otherwise."""
+        data = {"verdict": verdict, "comment": comment}
+        if grant_minutes:
+            data["grant_minutes"] = str(grant_minutes)
+            data["grant_path_pattern"] = grant_path_pattern
         return self.http.post(
             f"/approvals/{approval_id}/decide",
-            data={"verdict": verdict, "comment": comment},
+            data=data,
             headers={"X-CSRFToken": self.http.cookies["csrftoken"]},
             follow_redirects=False,
         )
+
+    def revoke_grant(self, grant_id: int) -> httpx.Response:
+        """POST the grant's revoke form (302 on success, 404 when not visible)."""
+        return self.http.post(
+            f"/approvals/grants/{grant_id}/revoke",
+            headers={"X-CSRFToken": self.http.cookies["csrftoken"]},
+            follow_redirects=False,
+        )
+
+    def active_grant_ids(self) -> list[int]:
+        """Ids of the active grants on this user's grants page."""
+        r = self.http.get("/approvals/grants/")
+        r.raise_for_status()
+        return [int(i) for i in _GRANT.findall(r.text)]
 
     def close(self) -> None:
         self.http.close()

@@ -47,13 +47,21 @@ class Ports:
 
     web: int = int(os.environ.get("GATEHOUSE_WEB_PORT", "8000"))
     proxy: int = int(os.environ.get("GATEHOUSE_PROXY_PORT", "8080"))
+    #: Forward-proxy (HTTPS_PROXY) listener of the same worker.
+    forward: int = int(os.environ.get("GATEHOUSE_FORWARD_PORT", "8081"))
     datasette: int = int(os.environ.get("DEMO_DATASETTE_PORT", "8101"))
     llm: int = int(os.environ.get("DEMO_LLM_PORT", "8102"))
 
     @classmethod
     def free(cls) -> Ports:
         """Ports free on 127.0.0.1 right now (for tests that run stacks side by side)."""
-        return cls(web=free_port(), proxy=free_port(), datasette=free_port(), llm=free_port())
+        return cls(
+            web=free_port(),
+            proxy=free_port(),
+            forward=free_port(),
+            datasette=free_port(),
+            llm=free_port(),
+        )
 
 
 @dataclass
@@ -149,6 +157,8 @@ class Stack:
         env.update(
             {
                 "GATEHOUSE_PROXY_PORT": str(self.ports.proxy),
+                "GATEHOUSE_FORWARD_PORT": str(self.ports.forward),
+                "GATEHOUSE_FORWARD_PROXY_URL": f"http://127.0.0.1:{self.ports.forward}",
                 "GATEHOUSE_WEB_PORT": str(self.ports.web),
                 "DEMO_LLM_PORT": str(self.ports.llm),
                 "PYTHONUNBUFFERED": "1",

@@ -9,8 +9,21 @@ Configuration comes from the environment (documented in README.md):
 ``GATEHOUSE_MASKING_KEY``                            HMAC key for the hash masking strategy
 ``GATEHOUSE_SPOOL_DIR``                              exchange spool directory (var/spool)
 ``GATEHOUSE_WORKER_ID``                              worker name (hostname-pid)
-``GATEHOUSE_PHONE_REGIONS``                          comma list of ISO 3166 regions (US)
+``GATEHOUSE_PHONE_REGIONS``                          comma list of ISO 3166 regions for national
+                                                     phone formats (masking.DEFAULT_PHONE_REGIONS)
 ``GATEHOUSE_MAX_MASK_BYTES``                         largest body masked, bytes (10 MiB)
+``GATEHOUSE_FORWARD_PORT``                           forward-proxy listener port (empty: off)
+``GATEHOUSE_CA_DIR``                                 CA for TLS interception (var/ca), shared
+                                                     by every worker; its certificate is
+                                                     published to Redis for the console
+``GATEHOUSE_UPSTREAM_CA_FILE``                       PEM bundle trusted for upstream TLS
+                                                     (replaces the default certifi bundle)
+``GATEHOUSE_UPSTREAM_TIMEOUT``                       seconds to wait for an upstream's response
+                                                     headers before answering 504 (60)
+``GATEHOUSE_METRICS_PORT`` / ``GATEHOUSE_METRICS_HOST``  Prometheus /metrics listener (off;
+                                                     127.0.0.1), see proxy_worker/metrics.py
+
+``python -m proxy_worker --init-ca`` creates the CA in ``GATEHOUSE_CA_DIR`` and exits.
 """
 
 from __future__ import annotations
@@ -28,12 +41,18 @@ from mitmproxy.tools.dump import DumpMaster
 
 from proxy_worker.addons.approval_gate import ApprovalGate
 from proxy_worker.addons.credential_injector import CredentialInjector
+from proxy_worker.addons.forward_gate import ForwardGate
 from proxy_worker.addons.policy_gate import PolicyGate
 from proxy_worker.addons.recorder import Recorder
 from proxy_worker.addons.request_masking import RequestMasking
 from proxy_worker.addons.response_masking import ResponseMasking
+from proxy_worker.addons.upstream_errors import UpstreamErrors
 from proxy_worker.contract import Keys
+from proxy_worker.forward import ensure_ca, publish_ca_forever
+from proxy_worker.identity import Authenticator, TokenUsage
 from proxy_worker.link import ControlPlaneLink
+from proxy_worker.masking import DEFAULT_PHONE_REGIONS
+from proxy_worker.metrics import Metrics, WorkerMetrics
 
 log = logging.getLogger("gatehouse.worker")
 
@@ -56,7 +75,9 @@ def build_link() -> ControlPlaneLink:
         spool_dir=Path(os.environ.get("GATEHOUSE_SPOOL_DIR", "var/spool")),
         phone_regions=[
             r.strip()
-            for r in os.environ.get("GATEHOUSE_PHONE_REGIONS", "US").split(",")
+            for r in os.environ.get(
+                "GATEHOUSE_PHONE_REGIONS", ",".join(DEFAULT_PHONE_REGIONS)
+            ).split(",")
             if r.strip()
         ],
         max_mask_bytes=int(os.environ.get("GATEHOUSE_MAX_MASK_BYTES", str(10 * 1024 * 1024))),
@@ -65,11 +86,15 @@ def build_link() -> ControlPlaneLink:
 
 def addons_for(link: ControlPlaneLink) -> list[object]:
     """The Gatehouse addons in hook order (see docs/architecture.md, "the data path")."""
+    # One authenticator: the bad-credential limiter sees failures from both listeners.
+    authenticator = Authenticator(usage=TokenUsage(link.redis, link.keys.token_last_used))
     return [
-        PolicyGate(link),
+        ForwardGate(link, authenticator),
+        PolicyGate(link, authenticator),
         RequestMasking(link),
         ApprovalGate(link),
         CredentialInjector(),
+        UpstreamErrors(float(os.environ.get("GATEHOUSE_UPSTREAM_TIMEOUT", "60"))),
         ResponseMasking(link),
         Recorder(link),
     ]
@@ -79,16 +104,26 @@ async def run() -> None:
     """Start mitmproxy in reverse mode with the Gatehouse addons until SIGINT/SIGTERM."""
     host = os.environ.get("GATEHOUSE_PROXY_HOST", "127.0.0.1")
     port = int(os.environ.get("GATEHOUSE_PROXY_PORT", "8080"))
+    forward_port = os.environ.get("GATEHOUSE_FORWARD_PORT", "").strip()
+    ca_dir = os.environ.get("GATEHOUSE_CA_DIR", "var/ca")
     link = build_link()
     await link.start()
     # Reverse mode needs a fixed upstream; PolicyGate rewrites every routed request to its
     # target, and anything it does not route is answered by it, so this one is never used.
-    opts = options.Options(
-        mode=[f"reverse:http://127.0.0.1:9@{port}"],
-        listen_host=host,
-    )
+    modes = [f"reverse:http://127.0.0.1:9@{port}"]
+    if forward_port:
+        # Forward (HTTPS_PROXY) listener: ForwardGate refuses CONNECTs to non-targets,
+        # PolicyGate routes the intercepted requests by host (proxy_worker/forward.py).
+        modes.append(f"regular@{int(forward_port)}")
+    ensure_ca(ca_dir)
+    opts = options.Options(mode=modes, listen_host=host, confdir=ca_dir)
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(*addons_for(link))
+    metrics = WorkerMetrics(link)
+    master.addons.add(Metrics(metrics))  # last: sees the final decision of every flow
+    metrics_port = int(os.environ.get("GATEHOUSE_METRICS_PORT") or 0)
+    if metrics_port:
+        metrics.serve(metrics_port, os.environ.get("GATEHOUSE_METRICS_HOST", "127.0.0.1"))
     # Options declared by addons must be set after the master is built (PITFALLS.md).
     opts.update(
         connection_strategy="lazy",  # never open an upstream for a request we deny or hold
@@ -97,14 +132,23 @@ async def run() -> None:
         body_size_limit="64m",
         termlog_verbosity="warn",
     )
+    if os.environ.get("GATEHOUSE_UPSTREAM_CA_FILE"):
+        opts.update(ssl_verify_upstream_trusted_ca=os.environ["GATEHOUSE_UPSTREAM_CA_FILE"])
+    ca_task = asyncio.create_task(
+        publish_ca_forever(link.redis, link.keys.ca_cert, ca_dir), name="gatehouse-ca"
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
     log.info("gatehouse proxy worker %s listening on %s:%d", link.worker_id, host, port)
     print(f"gatehouse proxy worker {link.worker_id} listening on http://{host}:{port}", flush=True)
+    if forward_port:
+        print(f"gatehouse forward proxy on http://{host}:{int(forward_port)}", flush=True)
     try:
         await master.run()
     finally:
+        ca_task.cancel()
+        metrics.close()
         await link.stop()
 
 
@@ -113,6 +157,10 @@ def main() -> None:
         level=os.environ.get("GATEHOUSE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if sys.argv[1:] == ["--init-ca"]:
+        path = ensure_ca(os.environ.get("GATEHOUSE_CA_DIR", "var/ca"))
+        print(f"gatehouse CA certificate: {path}")
+        return
     asyncio.run(run())
 
 

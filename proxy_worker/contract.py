@@ -18,6 +18,11 @@ name                           type                    written by -> read by
 ``{p}:decision:<approval id>`` string (JSON), TTL      control plane -> workers
 ``{p}:decisions``              pub/sub channel         control plane -> workers
 ``{p}:exchanges``              stream, group ingest    workers -> ingest
+``{p}:defer:<agent>:<digest>`` string (approval id)    workers <-> workers (defer mode)
+``{p}:redeemed:<approval id>`` string (worker id), TTL workers (defer mode, exactly once)
+``{p}:worker:<worker id>``     string (JSON), TTL      workers -> approvals sweep
+``{p}:tokens:last_used``       hash prefix -> epoch s  workers -> celery (last-used)
+``{p}:ca:cert``                string (PEM)            workers -> web (CA download)
 =============================  ======================  ================================
 
 Every message carries ``"v"``, the schema version (:data:`SCHEMA_VERSION`). A reader
@@ -47,6 +52,13 @@ DECISION_TTL_SECONDS = 24 * 3600
 INGEST_GROUP = "ingest"
 
 Verdict = Literal["approved", "denied", "expired"]
+ApprovalMode = Literal["wait", "defer"]
+
+#: A worker refreshes its heartbeat key this often (seconds) ...
+HEARTBEAT_INTERVAL_SECONDS = 2.0
+#: ... and the key expires this long after the last refresh: a worker silent for this
+#: long is dead, and the approvals sweep marks the requests it held ``abandoned``.
+HEARTBEAT_TTL_SECONDS = 10
 ExchangeDecision = Literal["allowed", "denied", "approved", "approval_denied", "expired", "error"]
 
 
@@ -93,8 +105,30 @@ class Keys:
     def exchanges_stream(self) -> str:
         return f"{self.prefix}:exchanges"
 
+    @property
+    def token_last_used(self) -> str:
+        """Hash: Gatehouse token prefix -> Unix epoch seconds of its last use (as text)."""
+        return f"{self.prefix}:tokens:last_used"
+
+    @property
+    def ca_cert(self) -> str:
+        """String: the PEM certificate of the CA the forward listener signs with (public)."""
+        return f"{self.prefix}:ca:cert"
+
     def decision(self, approval_id: str) -> str:
         return f"{self.prefix}:decision:{approval_id}"
+
+    def defer_index(self, agent_id: int, fingerprint: str) -> str:
+        """The approval id of the deferred request ``agent_id`` made with ``fingerprint``."""
+        return f"{self.prefix}:defer:{agent_id}:{fingerprint}"
+
+    def redeemed(self, approval_id: str) -> str:
+        """Set (``NX``) when the one retry an approved deferred request allows has passed."""
+        return f"{self.prefix}:redeemed:{approval_id}"
+
+    def worker_heartbeat(self, worker_id: str) -> str:
+        """A :class:`WorkerHeartbeat` refreshed by a live worker, expiring when it dies."""
+        return f"{self.prefix}:worker:{worker_id}"
 
 
 def _check_version(data: dict[str, Any], what: str) -> None:
@@ -153,6 +187,12 @@ class ApprovalRequestMessage:
     requested_at: float
     deadline: float
     reason: str = ""
+    #: ``wait``: the worker holds the request until ``deadline``; ``defer``: it answered
+    #: at once and an identical retry passes once within ``retry_window`` s of approval.
+    mode: ApprovalMode = "wait"
+    #: Distinct approvers needed (the rule's threshold when the worker saw it).
+    required_approvals: int = 1
+    retry_window: float = 0.0
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -240,6 +280,60 @@ class ExchangeMessage:
 
 #: Recorded (masked) bodies are cut to this many characters in exchange messages.
 RECORD_BODY_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerHeartbeat:
+    """What a live worker stores at ``Keys.worker_heartbeat(worker_id)`` (TTL
+    :data:`HEARTBEAT_TTL_SECONDS`, refreshed every :data:`HEARTBEAT_INTERVAL_SECONDS`).
+
+    ``held`` lists the approval ids of the wait-mode requests it holds right now; ``at``
+    is when that list was taken (Unix epoch seconds). A pending wait-mode request whose
+    worker has no heartbeat, or whose worker's heartbeat (taken after the request was
+    made) does not list it, is held by nobody.
+    """
+
+    worker_id: str
+    at: float
+    held: list[str]
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> WorkerHeartbeat:
+        return _from_dict(cls, loads_json(raw, "worker heartbeat"), "worker heartbeat")
+
+
+#: Lua: let the one retry of an approved deferred request pass, exactly once.
+#: KEYS[1] decision key, KEYS[2] redeemed marker, KEYS[3] defer index.
+#: ARGV[1] retry window (s), ARGV[2] redeeming worker id, ARGV[3] approval id.
+#: Returns 1 redeemed now; 0 no decision yet; -1 already redeemed; -2 the window after
+#: the approval has passed (Redis ``TIME``); -3 the verdict is not ``approved``;
+#: -4 unreadable decision. On 1 the defer index is deleted if it still names this id, so
+#: a later identical request asks again.
+REDEEM_DEFERRED_LUA = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, d = pcall(cjson.decode, raw)
+if not ok or type(d) ~= 'table' then return -4 end
+if d['verdict'] ~= 'approved' then return -3 end
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+if t > tonumber(d['decided_at']) + tonumber(ARGV[1]) then return -2 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', math.ceil(tonumber(ARGV[1])) + 60) then
+  if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
+  return 1
+end
+return -1
+"""
+
+#: Lua: delete KEYS[1] only if its value is ARGV[1] (compare-and-delete). Returns 1/0.
+DELETE_IF_EQUALS_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 #: Lua: store a snapshot only if its version is newer than the stored one, then publish.

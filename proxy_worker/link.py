@@ -6,7 +6,12 @@ One :class:`ControlPlaneLink` per worker process owns
   when a new version is published, polled as a fallback, kept when Redis goes away);
 * one pub/sub connection for policy updates and approval decisions: held requests wait
   on an :class:`asyncio.Future` each, so a thousand held requests cost a thousand
-  futures, not a thousand connections or threads;
+  futures, not a thousand connections or threads; other commands share one bounded
+  pool that makes callers queue (never fail) when all its connections are busy;
+* a heartbeat key listing the approval ids it holds, so the control plane can tell
+  requests held by a dead worker (``abandoned``) from requests still waiting;
+* defer mode's bookkeeping: the approval id of a deferred request by its fingerprint,
+  and the atomic, exactly-once redemption of an approved one across workers;
 * appending approval requests and exchanges to their streams, with a local
   append-only spool for exchanges while Redis is unreachable, drained when it returns.
 
@@ -21,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -29,22 +34,34 @@ from cryptography.fernet import Fernet, InvalidToken
 from redis.exceptions import RedisError
 
 from proxy_worker.contract import (
+    DELETE_IF_EQUALS_LUA,
+    HEARTBEAT_INTERVAL_SECONDS,
+    HEARTBEAT_TTL_SECONDS,
+    REDEEM_DEFERRED_LUA,
     STREAM_MAXLEN,
     ApprovalRequestMessage,
     ContractError,
     DecisionMessage,
     ExchangeMessage,
     Keys,
+    WorkerHeartbeat,
     loads_json,
 )
-from proxy_worker.masking import Masker, MaskingRule
+from proxy_worker.masking import (
+    DEFAULT_ENTITY_TYPES,
+    DEFAULT_PHONE_REGIONS,
+    Masker,
+    MaskingConfigError,
+    MaskingRule,
+)
 from proxy_worker.policy import Policy
 
 log = logging.getLogger("gatehouse.link")
 
 
-#: Entity types the recorder masks in bodies that no target rule masked.
-RECORD_ENTITY_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN")
+#: Entity types the recorder masks in bodies that no target rule masked: every
+#: on-by-default detector (personal data and secrets).
+RECORD_ENTITY_TYPES = DEFAULT_ENTITY_TYPES
 
 
 class ControlPlaneUnavailable(RuntimeError):
@@ -58,43 +75,132 @@ class PolicyState:
     policy: Policy
     maskers: dict[tuple[int, str], Masker] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    factory: MaskerFactory | None = None
 
-    def masker(self, target_id: int, direction: str) -> Masker | None:
-        """The masker for one target and direction (``request``/``response``), or ``None``."""
-        return self.maskers.get((target_id, direction))
+    def masker(
+        self, target_id: int, direction: str, group_ids: Iterable[int] = ()
+    ) -> Masker | None:
+        """The masker for one target, direction (``request``/``response``) and the
+        requesting agent's groups, or ``None`` when no rule applies."""
+        if self.factory is None or not self.factory.group_scoped:
+            return self.maskers.get((target_id, direction))
+        return self.factory.masker(target_id, direction, frozenset(group_ids))
+
+
+def masking_rule_from_snapshot(r: dict) -> MaskingRule:
+    """A snapshot ``masking_rules`` entry as an engine :class:`MaskingRule`."""
+    return MaskingRule(
+        id=int(r["id"]),
+        name=str(r["name"]),
+        entity_types=tuple(r.get("entity_types") or ()),
+        field_names=tuple(r.get("field_names") or ()),
+        strategy=r.get("strategy", "redact"),
+        custom_pattern=r.get("custom_pattern") or None,
+        json_paths=tuple(r.get("json_paths") or ()),
+        deny_list=tuple(r.get("deny_list") or ()),
+    )
+
+
+class MaskerFactory:
+    """Maskers of one policy, per (target, direction, applicable rules), built on demand.
+
+    A snapshot rule applies to a direction when its ``direction`` is that one or
+    ``both``; to a target when its ``target_ids`` is null (every target) or lists it; to
+    an agent when its ``agent_group_ids`` is null (every agent) or shares a group with
+    the agent's ``group_ids``. Maskers for the same set of rules on the same target are
+    shared; each takes the target's ``binary_bodies`` setting (``refuse``/``pass``).
+
+    Raises:
+        MaskingConfigError: (constructor) a rule the engine rejects: the snapshot is then
+            refused and the previous policy stays in force.
+    """
+
+    def __init__(
+        self, policy: Policy, *, hash_key: bytes, phone_regions: Iterable[str], max_body_bytes: int
+    ) -> None:
+        self._kw = {
+            "hash_key": hash_key,
+            "phone_regions": tuple(phone_regions),
+            "max_body_bytes": max_body_bytes,
+        }
+        self._rules = [(r, masking_rule_from_snapshot(r)) for r in policy.masking_rules]
+        self.group_scoped = any(r.get("agent_group_ids") for r, _m in self._rules)
+        self._binary = {
+            int(t["id"]): t.get("binary_bodies") or "refuse"
+            for t in policy.raw.get("targets", [])
+            if isinstance(t, dict) and "id" in t
+        }
+        self._cache: dict[tuple[int, tuple[int, ...]], Masker] = {}
+        for _r, rule in self._rules:  # fail on a bad rule now, not on a request
+            Masker([rule], **self._kw)  # type: ignore[arg-type]
+
+    def masker(self, target_id: int, direction: str, group_ids: frozenset[int]) -> Masker | None:
+        """The masker for a request or response (``None``: no rule applies)."""
+        rules = [
+            rule
+            for r, rule in self._rules
+            if r.get("direction", "both") in (direction, "both")
+            and (r.get("target_ids") is None or target_id in r["target_ids"])
+            and (not r.get("agent_group_ids") or group_ids.intersection(r["agent_group_ids"]))
+        ]
+        if not rules:
+            return None
+        key = (target_id, tuple(rule.id for rule in rules))
+        m = self._cache.get(key)
+        if m is None:
+            m = self._cache[key] = Masker(
+                rules,
+                binary_bodies=self._binary.get(target_id, "refuse"),
+                **self._kw,  # type: ignore[arg-type]
+            )
+        return m
 
 
 def compile_maskers(
     policy: Policy, *, hash_key: bytes, phone_regions: Iterable[str], max_body_bytes: int
 ) -> dict[tuple[int, str], Masker]:
-    """Build one :class:`Masker` per (target id, direction) from the snapshot's masking rules.
+    """Build one :class:`Masker` per (target id, direction) for agents in no group.
 
-    A rule applies to a direction when its ``direction`` is that one or ``both``, and to a
-    target when its ``target_ids`` is null (every target) or lists it. Directions with no
-    applicable rule get no masker.
+    See :class:`MaskerFactory` for which rules apply. Directions with no applicable rule
+    get no masker.
     """
+    factory = MaskerFactory(
+        policy, hash_key=hash_key, phone_regions=phone_regions, max_body_bytes=max_body_bytes
+    )
     out: dict[tuple[int, str], Masker] = {}
-    regions = tuple(phone_regions)
     for target_id in policy.targets_by_id:
         for direction in ("request", "response"):
-            rules = [
-                MaskingRule(
-                    id=int(r["id"]),
-                    name=str(r["name"]),
-                    entity_types=tuple(r.get("entity_types") or ()),
-                    field_names=tuple(r.get("field_names") or ()),
-                    strategy=r.get("strategy", "redact"),
-                    custom_pattern=r.get("custom_pattern") or None,
-                )
-                for r in policy.masking_rules
-                if r.get("direction", "both") in (direction, "both")
-                and (r.get("target_ids") is None or target_id in r["target_ids"])
-            ]
-            if rules:
-                out[(target_id, direction)] = Masker(
-                    rules, hash_key=hash_key, phone_regions=regions, max_body_bytes=max_body_bytes
-                )
+            m = factory.masker(target_id, direction, frozenset())
+            if m is not None:
+                out[(target_id, direction)] = m
     return out
+
+
+@dataclass(frozen=True)
+class DeferredSlot:
+    """The deferred approval request held for one (agent, request fingerprint).
+
+    Stored at ``Keys.defer_index`` as ``"<approval id> <deadline>"`` (:attr:`value`;
+    the deadline in epoch seconds); :meth:`ControlPlaneLink.deferred_lookup` fills in
+    ``decision`` once the request has been decided.
+    """
+
+    approval_id: str
+    deadline: float
+    decision: DecisionMessage | None = None
+
+    @property
+    def value(self) -> str:
+        """The index entry (compared as a whole by the compare-and-delete scripts)."""
+        return f"{self.approval_id} {self.deadline:.3f}"
+
+    @classmethod
+    def parse(cls, value: str) -> DeferredSlot:
+        """Read an index entry; ``ValueError`` when it is malformed."""
+        approval_id, sep, deadline = value.partition(" ")
+        if not sep or not approval_id:
+            raise ValueError(f"bad defer index entry {value!r}")
+        return cls(approval_id, float(deadline))
 
 
 class ControlPlaneLink:
@@ -114,18 +220,25 @@ class ControlPlaneLink:
         worker_key: bytes,
         masking_key: bytes,
         spool_dir: Path,
-        phone_regions: Iterable[str] = ("US",),
+        phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
         max_mask_bytes: int = 10 * 1024 * 1024,
         poll_interval: float = 5.0,
     ) -> None:
         self.keys = keys
         self.worker_id = worker_id
-        self.redis = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=15,
-            max_connections=64,
+        # A blocking pool: when all 64 connections are busy (a burst of a thousand held
+        # requests each storing its approval request) callers queue for a free one, for
+        # up to 20 s on a saturated event loop, instead of failing with "Too many
+        # connections". An unreachable Redis still fails fast (connect timeout 2 s).
+        self.redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=64,
+                timeout=20,
+                socket_timeout=5,
+                socket_connect_timeout=2,
+                health_check_interval=15,
+            )
         )
         self._fernet = Fernet(worker_key)
         self._masking_key = masking_key
@@ -157,15 +270,22 @@ class ControlPlaneLink:
             asyncio.create_task(self._listen(), name="gatehouse-listen"),
             asyncio.create_task(self._poll(), name="gatehouse-poll"),
             asyncio.create_task(self._drain_spool_forever(), name="gatehouse-spool"),
+            asyncio.create_task(self._heartbeat_forever(), name="gatehouse-heartbeat"),
         ]
 
     async def stop(self) -> None:
-        """Cancel background tasks and close the Redis pool."""
+        """Cancel background tasks, drop the heartbeat and close the Redis pool.
+
+        Deleting the heartbeat on a clean stop lets the control plane mark the requests
+        this worker still held ``abandoned`` at its next sweep instead of after the TTL.
+        """
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
         await self.redis.aclose()
 
     # -- policy -------------------------------------------------------------------------
@@ -192,13 +312,22 @@ class ControlPlaneLink:
         then stays in force.
         """
         policy = Policy.from_document(self._decrypt(doc))
-        maskers = compile_maskers(
-            policy,
-            hash_key=self._masking_key,
-            phone_regions=self._phone_regions,
-            max_body_bytes=self._max_mask_bytes,
-        )
-        self.state = PolicyState(policy, maskers)
+        try:
+            factory = MaskerFactory(
+                policy,
+                hash_key=self._masking_key,
+                phone_regions=self._phone_regions,
+                max_body_bytes=self._max_mask_bytes,
+            )
+            maskers = {
+                (tid, direction): m
+                for tid in policy.targets_by_id
+                for direction in ("request", "response")
+                if (m := factory.masker(tid, direction, frozenset())) is not None
+            }
+        except MaskingConfigError as e:
+            raise ContractError(f"policy snapshot: masking rule rejected: {e}") from e
+        self.state = PolicyState(policy, maskers, factory=factory)
         log.info("policy version %s installed", policy.version)
         return policy
 
@@ -210,7 +339,13 @@ class ControlPlaneLink:
             return
         try:
             doc = loads_json(raw, "policy snapshot")
-            if int(doc.get("version", 0)) > self.state.policy.version:
+            if not isinstance(doc, dict):
+                raise ContractError("policy snapshot: not a JSON object")
+            try:
+                newer = int(doc.get("version", 0)) > self.state.policy.version
+            except (TypeError, ValueError) as e:
+                raise ContractError(f"policy snapshot: bad version {doc.get('version')!r}") from e
+            if newer:
                 self.install(doc)
         except ContractError as e:
             log.error(
@@ -311,6 +446,20 @@ class ControlPlaneLink:
             self.redis_ok = False
             raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
 
+    async def hold(self, msg: ApprovalRequestMessage) -> DecisionMessage | None:
+        """Submit a wait-mode approval request and wait for its decision until ``msg.deadline``.
+
+        The request is registered as held before it is submitted, so the heartbeat never
+        misses it. Returns the decision, or ``None`` at the deadline. Raises
+        :class:`ControlPlaneUnavailable` when Redis is unreachable before the wait starts.
+        """
+        fut = self._register(msg.approval_id)
+        try:
+            await self.submit_approval(msg)
+            return await self._await_decision(msg.approval_id, fut, msg.deadline - time.time())
+        finally:
+            self._waiters.pop(msg.approval_id, None)
+
     async def wait_for_decision(self, approval_id: str, timeout: float) -> DecisionMessage | None:
         """Wait up to ``timeout`` seconds for the decision on ``approval_id``.
 
@@ -319,30 +468,147 @@ class ControlPlaneLink:
         published at any moment is seen. Raises :class:`ControlPlaneUnavailable` when
         Redis is unreachable before the wait starts.
         """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[DecisionMessage] = loop.create_future()
-        self._waiters[approval_id] = fut
+        fut = self._register(approval_id)
         try:
-            try:
-                async with asyncio.timeout(min(timeout, 5.0)):
-                    await self._subscribed.wait()
-                raw = await self.redis.get(self.keys.decision(approval_id))
-            except (TimeoutError, RedisError, OSError) as e:
-                raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
-            if raw is not None:
-                self._resolve(raw)
-            try:
-                async with asyncio.timeout(timeout):
-                    return await fut
-            except TimeoutError:
-                return None
+            return await self._await_decision(approval_id, fut, timeout)
         finally:
             self._waiters.pop(approval_id, None)
+
+    def _register(self, approval_id: str) -> asyncio.Future[DecisionMessage]:
+        fut: asyncio.Future[DecisionMessage] = asyncio.get_running_loop().create_future()
+        self._waiters[approval_id] = fut
+        return fut
+
+    async def _await_decision(
+        self, approval_id: str, fut: asyncio.Future[DecisionMessage], timeout: float
+    ) -> DecisionMessage | None:
+        if timeout <= 0:
+            return None
+        try:
+            async with asyncio.timeout(min(timeout, 5.0)):
+                await self._subscribed.wait()
+            raw = await self.redis.get(self.keys.decision(approval_id))
+        except (TimeoutError, RedisError, OSError) as e:
+            raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
+        if raw is not None:
+            self._resolve(raw)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            return None
 
     @property
     def held_count(self) -> int:
         """How many requests are waiting for a decision right now."""
         return len(self._waiters)
+
+    # -- defer mode -----------------------------------------------------------------------
+
+    async def deferred_lookup(self, agent_id: int, fingerprint: str) -> DeferredSlot | None:
+        """The open deferred request with this fingerprint and its decision, if any.
+
+        Raises :class:`ControlPlaneUnavailable` when Redis is unreachable, and for an
+        unreadable index entry or decision (fail closed).
+        """
+        try:
+            value = await self.redis.get(self.keys.defer_index(agent_id, fingerprint))
+            if value is None:
+                return None
+            slot = DeferredSlot.parse(value.decode())
+            raw = await self.redis.get(self.keys.decision(slot.approval_id))
+        except (RedisError, OSError) as e:
+            self.redis_ok = False
+            raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
+        except ValueError as e:
+            raise ControlPlaneUnavailable(f"unreadable defer index entry: {e}") from e
+        if raw is None:
+            return slot
+        try:
+            return replace(slot, decision=DecisionMessage.from_json(raw))
+        except ContractError as e:
+            raise ControlPlaneUnavailable(
+                f"unreadable decision for {slot.approval_id}: {e}"
+            ) from e
+
+    async def claim_deferred(
+        self, agent_id: int, fingerprint: str, slot: DeferredSlot, ttl: float
+    ) -> DeferredSlot:
+        """Record ``slot`` as the deferred request for this fingerprint (``SET NX``).
+
+        Returns the slot that holds the place: ``slot``, or the one another worker stored
+        a moment earlier for the same retry (then submit nothing). ``ttl`` is in seconds
+        (the approval timeout plus the retry window). Raises :class:`ControlPlaneUnavailable`.
+        """
+        key = self.keys.defer_index(agent_id, fingerprint)
+        try:
+            if await self.redis.set(key, slot.value, nx=True, ex=max(1, int(ttl))):
+                return slot
+            current = await self.redis.get(key)
+        except (RedisError, OSError) as e:
+            self.redis_ok = False
+            raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
+        if current is None:
+            return slot
+        try:
+            return DeferredSlot.parse(current.decode())
+        except ValueError as e:
+            raise ControlPlaneUnavailable(f"unreadable defer index entry: {e}") from e
+
+    async def release_deferred(self, agent_id: int, fingerprint: str, slot: DeferredSlot) -> None:
+        """Forget the deferred request for this fingerprint if it is still ``slot``
+        (after a denial, an expiry or a lapsed window, so the next retry asks anew)."""
+        try:
+            await self.redis.eval(
+                DELETE_IF_EQUALS_LUA, 1, self.keys.defer_index(agent_id, fingerprint), slot.value
+            )
+        except (RedisError, OSError) as e:
+            self.redis_ok = False
+            raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
+
+    async def redeem_deferred(
+        self, agent_id: int, fingerprint: str, slot: DeferredSlot, retry_window: float
+    ) -> int:
+        """Atomically use the one retry an approved deferred request allows.
+
+        Returns the code of :data:`proxy_worker.contract.REDEEM_DEFERRED_LUA`: 1 when this
+        call redeemed it (let the request pass), -1 when it was already redeemed (by any
+        worker), -2 when the window after the approval has passed, 0/-3/-4 when it is not
+        (readably) approved. Raises :class:`ControlPlaneUnavailable`.
+        """
+        try:
+            return int(
+                await self.redis.eval(
+                    REDEEM_DEFERRED_LUA,
+                    3,
+                    self.keys.decision(slot.approval_id),
+                    self.keys.redeemed(slot.approval_id),
+                    self.keys.defer_index(agent_id, fingerprint),
+                    retry_window,
+                    self.worker_id,
+                    slot.value,
+                )
+            )
+        except (RedisError, OSError) as e:
+            self.redis_ok = False
+            raise ControlPlaneUnavailable(f"cannot reach the control plane: {e}") from e
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Store this worker's :class:`~proxy_worker.contract.WorkerHeartbeat` (held ids)."""
+        hb = WorkerHeartbeat(worker_id=self.worker_id, at=time.time(), held=list(self._waiters))
+        await self.redis.set(
+            self.keys.worker_heartbeat(self.worker_id), hb.to_json(), ex=HEARTBEAT_TTL_SECONDS
+        )
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except (RedisError, OSError) as e:
+                log.debug("heartbeat failed: %s", e)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
 
     # -- exchanges ------------------------------------------------------------------------
 

@@ -12,13 +12,29 @@ Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
      "targets": [{"id", "slug", "upstream", "auth_header", "auth_scheme",
                   "credential" (Fernet token or null), "default_action",
                   "approval_timeout"}],
-     "agents": [{"id", "name", "owner", "token_hashes": [sha256 hex]}],
+     "agents": [{"id", "name", "owner", "token_hashes": [sha256 hex],
+                 "oidc_subject" ("" = none), "group_ids": [agent group id]}],
+     "agent_groups": [{"id", "name"}],
+     "agent_oidc": null | {"issuer", "audience", "jwks_url", "algorithms",
+                           "subject_claim", "groups_claim", "leeway"}
+                   (see proxy_worker.identity.AgentOIDCConfig),
      "masking_rules": [{"id", "name", "entity_types", "field_names", "strategy",
                         "direction", "target_ids" (null = every target), "custom_pattern"}],
      "access_rules": [{"id", "name", "target_id" (null = every target),
-                       "agent_ids" (null = every agent), "methods" ([] = any),
+                       "agent_ids" (null = every agent),
+                       "agent_group_ids" (null = none; with agent_ids null too: every agent),
+                       "methods" ([] = any),
                        "path_pattern" (glob), "query_pattern", "body_pattern" (regex or null),
-                       "action": "allow" | "deny" | "approve", "approval_timeout" (s), "reason"}]}
+                       "action": "allow" | "deny" | "approve", "approval_timeout" (s), "reason",
+                       "approval_mode": "wait" | "defer", "required_approvals" (int >= 1),
+                       "retry_window" (s)}],
+     "grants": [{"id", "agent_id", "target_id", "method" ("" = any), "path_pattern" (glob),
+                 "expires_at" (Unix epoch s), "approval_id"}],
+     "site_url": "https://gatehouse.example.com"}
+
+Grants only lift the approval an ``approve`` rule would ask for (never a ``deny``), and a
+grant past ``expires_at`` is ignored by the worker's own clock even before a new
+snapshot drops it.
 """
 
 from __future__ import annotations
@@ -26,11 +42,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from proxy_worker.contract import SCHEMA_VERSION, ContractError
+from proxy_worker.contract import SCHEMA_VERSION, ApprovalMode, ContractError
+from proxy_worker.identity import AgentOIDCConfig
 
 Action = Literal["allow", "deny", "approve"]
 
@@ -97,11 +115,14 @@ class Target:
 
 @dataclass(frozen=True)
 class Agent:
-    """A non-human identity: one of its tokens must be presented on every request."""
+    """A non-human identity: one of its tokens (or a JWT for its ``oidc_subject``) must be
+    presented on every request. ``group_ids`` are its agent groups."""
 
     id: int
     name: str
     owner: str = ""
+    group_ids: frozenset[int] = frozenset()
+    oidc_subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,12 +140,19 @@ class AccessRule:
     action: Action
     target_id: int | None = None
     agent_ids: frozenset[int] | None = None
+    #: Agents in any of these groups match too (``None`` and ``agent_ids`` ``None``: all).
+    agent_group_ids: frozenset[int] | None = None
     methods: frozenset[str] = frozenset()
     path_pattern: str = "*"
     query_pattern: str | None = None
     body_pattern: str | None = None
     approval_timeout: float | None = None
     reason: str = ""
+    #: ``approve`` rules: ``wait`` holds the request, ``defer`` answers at once and lets an
+    #: identical retry pass once within ``retry_window`` seconds of the approval.
+    approval_mode: ApprovalMode = "wait"
+    required_approvals: int = 1
+    retry_window: float = 600.0
     _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _query_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _body_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
@@ -144,7 +172,13 @@ class AccessRule:
         """Whether this rule applies to ``request`` (target, agent, method, path, query, body)."""
         if self.target_id is not None and self.target_id != request.target_id:
             return False
-        if self.agent_ids is not None and request.agent_id not in self.agent_ids:
+        if (self.agent_ids is not None or self.agent_group_ids is not None) and not (
+            (self.agent_ids is not None and request.agent_id in self.agent_ids)
+            or (
+                self.agent_group_ids is not None
+                and not self.agent_group_ids.isdisjoint(request.agent_group_ids)
+            )
+        ):
             return False
         if self.methods and request.method.upper() not in self.methods:
             return False
@@ -153,6 +187,37 @@ class AccessRule:
         if self._query_re is not None and not self._query_re.search(request.query):
             return False
         return self._body_re is None or bool(self._body_re.search(request.body_text))
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A time-boxed approval: ``agent_id`` may send ``method`` (empty = any) requests whose
+    upstream path matches ``path_pattern`` (glob, as access rules) to ``target_id`` until
+    ``expires_at`` (Unix epoch seconds) without asking again."""
+
+    id: int
+    agent_id: int
+    target_id: int
+    method: str
+    path_pattern: str
+    expires_at: float
+    approval_id: str | None = None
+    _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_path_re", re.compile(fnmatch.translate(self.path_pattern or "*"))
+        )
+
+    def matches(self, request: RequestInfo, now: float) -> bool:
+        """Whether this grant covers ``request`` at ``now`` (Unix epoch seconds)."""
+        return (
+            now < self.expires_at
+            and self.agent_id == request.agent_id
+            and self.target_id == request.target_id
+            and (not self.method or self.method == request.method.upper())
+            and bool(self._path_re.match(request.path))
+        )
 
 
 @dataclass(frozen=True)
@@ -170,30 +235,67 @@ class RequestInfo:
     path: str
     query: str
     body_text: str
+    #: :func:`request_fingerprint` of the request as received (before masking); what an
+    #: "identical retry" of a deferred request must repeat.
+    fingerprint: str = ""
+    #: The agent's groups (snapshot membership plus, for JWT agents, the groups claim).
+    agent_group_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
 class AccessDecision:
-    """The result of evaluating the access rules for one request."""
+    """The result of evaluating the access rules for one request.
+
+    ``grant`` is the active grant that lifts an ``approve`` decision (the action stays
+    ``approve`` so the approval gate records it as approved by grant); ``fingerprint``
+    is copied from the :class:`RequestInfo`.
+    """
 
     action: Action
     rule: AccessRule | None
     timeout: float
+    grant: Grant | None = None
+    fingerprint: str = ""
 
     @property
     def rule_id(self) -> int | None:
         return self.rule.id if self.rule else None
+
+    @property
+    def approval_mode(self) -> ApprovalMode:
+        return self.rule.approval_mode if self.rule else "wait"
+
+    @property
+    def required_approvals(self) -> int:
+        return max(1, self.rule.required_approvals) if self.rule else 1
+
+    @property
+    def retry_window(self) -> float:
+        return self.rule.retry_window if self.rule else 600.0
 
 
 class PathError(ValueError):
     """A reverse-mode path that cannot be routed safely (traversal, encoded separators)."""
 
 
+def _fully_unquoted(segment: str, rounds: int = 3) -> str:
+    """Percent-decode ``segment`` until it stops changing (at most ``rounds`` times), so
+    double encodings such as ``%252e%252e`` are judged by what an upstream may finally
+    see (RFC 3986 section 2.4 warns against decoding twice; some servers do anyway)."""
+    for _ in range(rounds):
+        decoded = unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment
+
+
 def split_reverse_path(raw_path: str) -> tuple[str, str]:
     """Split ``/<slug>/rest?query`` into ``("slug", "/rest?query")``.
 
     Raises :class:`PathError` for a missing slug, dot segments (``.``/``..``, also
-    percent-encoded) anywhere in the path, and encoded slashes or backslashes in the slug,
+    percent-encoded, double-encoded, or behind an encoded slash such as ``..%2f``)
+    anywhere in the path, and encoded slashes or backslashes in the slug,
     so that no request can be routed to one target by naming another.
     """
     path, sep, query = raw_path.partition("?")
@@ -201,8 +303,10 @@ def split_reverse_path(raw_path: str) -> tuple[str, str]:
         raise PathError("path must start with '/'")
     segments = path.split("/")
     for seg in segments:
-        decoded = unquote(seg)
-        if decoded in (".", "..") or "\\" in decoded:
+        decoded = _fully_unquoted(seg)
+        if "\\" in decoded or any(part in (".", "..") for part in decoded.split("/")):
+            # Also inside a segment: ``..%2f`` becomes ``../`` at an upstream that decodes
+            # encoded slashes before normalising, which would step around path rules.
             raise PathError("dot segments and backslashes are not allowed in the path")
     slug = segments[1] if len(segments) > 1 else ""
     if not slug:
@@ -225,6 +329,33 @@ class Policy:
     access_rules: tuple[AccessRule, ...]
     masking_rules: tuple[dict[str, Any], ...]
     raw: dict[str, Any]
+    grants: tuple[Grant, ...] = ()
+    #: The control plane's public base URL (approval page links in deferred answers).
+    site_url: str = ""
+    #: How agents' OpenID Connect JWTs are validated; ``None``: JWTs are not accepted.
+    agent_oidc: AgentOIDCConfig | None = None
+    #: Agent group name -> id (JWT groups claims name groups).
+    agent_group_ids_by_name: dict[str, int] = field(default_factory=dict)
+    #: Built from the above in ``__post_init__``.
+    agents_by_oidc_subject: dict[str, Agent] = field(init=False, repr=False)
+    forward_targets: dict[tuple[str, int], list[tuple[str, str, Target]]] = field(
+        init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self.agents_by_oidc_subject = {
+            a.oidc_subject: a for a in self.agents_by_id.values() if a.oidc_subject
+        }
+        index: dict[tuple[str, int], list[tuple[str, str, Target]]] = {}
+        for t in self.targets_by_id.values():
+            origin = upstream_origin(t.upstream)
+            if origin is None:
+                continue
+            scheme, host, port, base = origin
+            index.setdefault((host, port), []).append((scheme, base, t))
+        for entries in index.values():  # longest base path first
+            entries.sort(key=lambda e: len(e[1]), reverse=True)
+        self.forward_targets = index
 
     @classmethod
     def empty(cls) -> Policy:
@@ -233,7 +364,23 @@ class Policy:
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Policy:
-        """Build a policy from a snapshot document; :class:`ContractError` when malformed."""
+        """Build a policy from a snapshot document; :class:`ContractError` when malformed.
+
+        Any shape error anywhere in the document (a ``null`` where a list belongs, a
+        string where a mapping belongs) is a :class:`ContractError`, never another
+        exception: workers keep their last good policy on a ``ContractError``.
+        """
+        if not isinstance(doc, dict):
+            raise ContractError("policy snapshot: not a JSON object")
+        try:
+            return cls._from_document(doc)
+        except ContractError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, re.error) as e:
+            raise ContractError(f"policy snapshot: {type(e).__name__}: {e}") from e
+
+    @classmethod
+    def _from_document(cls, doc: dict[str, Any]) -> Policy:
         if doc.get("v") != SCHEMA_VERSION:
             raise ContractError(f"policy snapshot: unsupported schema version {doc.get('v')!r}")
         try:
@@ -253,7 +400,13 @@ class Policy:
             agents_by_hash: dict[str, Agent] = {}
             agents_by_id: dict[int, Agent] = {}
             for a in doc.get("agents", []):
-                agent = Agent(id=int(a["id"]), name=str(a["name"]), owner=a.get("owner", ""))
+                agent = Agent(
+                    id=int(a["id"]),
+                    name=str(a["name"]),
+                    owner=a.get("owner", ""),
+                    group_ids=frozenset(int(g) for g in a.get("group_ids") or ()),
+                    oidc_subject=str(a.get("oidc_subject") or ""),
+                )
                 agents_by_id[agent.id] = agent
                 for h in a.get("token_hashes", []):
                     agents_by_hash[h] = agent
@@ -264,18 +417,40 @@ class Policy:
                     action=r["action"],
                     target_id=r.get("target_id"),
                     agent_ids=frozenset(r["agent_ids"]) if r.get("agent_ids") is not None else None,
+                    agent_group_ids=frozenset(r["agent_group_ids"])
+                    if r.get("agent_group_ids") is not None
+                    else None,
                     methods=frozenset(m.upper() for m in r.get("methods") or ()),
                     path_pattern=r.get("path_pattern") or "*",
                     query_pattern=r.get("query_pattern") or None,
                     body_pattern=r.get("body_pattern") or None,
                     approval_timeout=r.get("approval_timeout"),
                     reason=r.get("reason", ""),
+                    approval_mode=r.get("approval_mode") or "wait",
+                    required_approvals=int(r.get("required_approvals") or 1),
+                    retry_window=float(r.get("retry_window") or 600),
                 )
                 for r in doc.get("access_rules", [])
             )
             for rule in rules:
                 if rule.action not in ("allow", "deny", "approve"):
                     raise ContractError(f"access rule {rule.id}: unknown action {rule.action!r}")
+                if rule.approval_mode not in ("wait", "defer"):
+                    raise ContractError(
+                        f"access rule {rule.id}: unknown approval mode {rule.approval_mode!r}"
+                    )
+            grants = tuple(
+                Grant(
+                    id=int(g["id"]),
+                    agent_id=int(g["agent_id"]),
+                    target_id=int(g["target_id"]),
+                    method=str(g.get("method") or "").upper(),
+                    path_pattern=str(g.get("path_pattern") or "*"),
+                    expires_at=float(g["expires_at"]),
+                    approval_id=g.get("approval_id"),
+                )
+                for g in doc.get("grants", [])
+            )
         except (KeyError, TypeError, ValueError, re.error) as e:
             raise ContractError(f"policy snapshot: {e}") from e
         return cls(
@@ -287,6 +462,12 @@ class Policy:
             access_rules=rules,
             masking_rules=tuple(doc.get("masking_rules", [])),
             raw=doc,
+            grants=grants,
+            site_url=str(doc.get("site_url") or "").rstrip("/"),
+            agent_oidc=AgentOIDCConfig.from_document(doc.get("agent_oidc")),
+            agent_group_ids_by_name={
+                str(g["name"]): int(g["id"]) for g in doc.get("agent_groups") or ()
+            },
         )
 
     def identify(self, token: str | None) -> Agent | None:
@@ -299,26 +480,145 @@ class Policy:
         """The target registered under ``slug`` (reverse mode), or ``None``."""
         return self.targets_by_slug.get(slug)
 
-    def evaluate(self, request: RequestInfo) -> AccessDecision:
-        """Apply the access rules in order; the target's default action when none matches."""
+    def identify_subject(self, subject: str, claim_groups: tuple[str, ...] = ()) -> Agent | None:
+        """The agent whose ``oidc_subject`` is ``subject`` (a validated JWT's), or ``None``.
+
+        Groups named in the token's groups claim that exist in the snapshot are added to
+        the agent's own groups for this request.
+        """
+        agent = self.agents_by_oidc_subject.get(subject)
+        if agent is None or not claim_groups:
+            return agent
+        by_name = self.agent_group_ids_by_name
+        extra = {by_name[g] for g in claim_groups if g in by_name}
+        return replace(agent, group_ids=agent.group_ids | extra) if extra else agent
+
+    def allows_host(self, host: str, port: int) -> bool:
+        """Whether some target lives at ``host:port`` (forward mode's egress allow-list)."""
+        return (host.lower().rstrip("."), port) in self.forward_targets
+
+    def resolve_forward(
+        self, scheme: str, host: str, port: int, raw_path: str
+    ) -> tuple[Target, str] | None:
+        """The target serving an absolute URL (forward mode) and the upstream path under it.
+
+        Matches scheme, host (case-insensitive) and port exactly, and the longest target
+        base path that is a whole-segment prefix of the path. Returns
+        ``(target, "/rest?query")`` or ``None`` (not on the allow-list). Raises
+        :class:`PathError` for dot segments or backslashes, which an upstream could
+        normalise out of the target's base path.
+        """
+        entries = self.forward_targets.get((host.lower().rstrip("."), port))
+        if not entries:
+            return None
+        path, sep, query = raw_path.partition("?")
+        if not path.startswith("/"):
+            raise PathError("path must start with '/'")
+        for seg in path.split("/"):
+            decoded = unquote(seg)
+            if decoded in (".", "..") or "\\" in decoded:
+                raise PathError("dot segments and backslashes are not allowed in the path")
+        for t_scheme, base, target in entries:
+            if t_scheme != scheme.lower():
+                continue
+            if not base or path == base or path.startswith(base + "/"):
+                rest = path[len(base) :] or "/"
+                return target, rest + (sep + query if sep else "")
+        return None
+
+    def evaluate(self, request: RequestInfo, now: float | None = None) -> AccessDecision:
+        """Apply the access rules in order; the target's default action when none matches.
+
+        An ``approve`` outcome carries the first grant active at ``now`` (Unix epoch
+        seconds, default the current time) that covers the request, if any.
+        """
         target = self.targets_by_id[request.target_id]
+        decision = AccessDecision(
+            target.default_action,
+            None,
+            float(target.approval_timeout),
+            fingerprint=request.fingerprint,
+        )
         for rule in self.access_rules:
             if rule.matches(request):
                 timeout = rule.approval_timeout or target.approval_timeout
-                return AccessDecision(rule.action, rule, float(timeout))
-        return AccessDecision(target.default_action, None, float(target.approval_timeout))
+                decision = AccessDecision(
+                    rule.action, rule, float(timeout), fingerprint=request.fingerprint
+                )
+                break
+        if decision.action == "approve" and self.grants:
+            grant = self.matching_grant(request, time.time() if now is None else now)
+            if grant is not None:
+                decision = replace(decision, grant=grant)
+        return decision
+
+    def matching_grant(self, request: RequestInfo, now: float) -> Grant | None:
+        """The first grant active at ``now`` that covers ``request``, or ``None``."""
+        for grant in self.grants:
+            if grant.matches(request, now):
+                return grant
+        return None
+
+
+def upstream_origin(upstream: str) -> tuple[str, str, int, str] | None:
+    """``(scheme, host, port, base path)`` of a target's upstream URL, or ``None``.
+
+    Host is lower-cased without a trailing dot; the port defaults to 80/443 by scheme;
+    the base path has no trailing slash (``""`` for the root).
+    """
+    parts = urlsplit(upstream)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port, parts.path.rstrip("/")
 
 
 def request_info(
-    *, agent_id: int, target_id: int, method: str, upstream_path: str, body: bytes
+    *,
+    agent_id: int,
+    target_id: int,
+    method: str,
+    upstream_path: str,
+    body: bytes,
+    agent_group_ids: frozenset[int] = frozenset(),
 ) -> RequestInfo:
     """Build the :class:`RequestInfo` access rules see from an upstream path with query."""
     parts = urlsplit(upstream_path)
     return RequestInfo(
+        agent_group_ids=agent_group_ids,
         agent_id=agent_id,
         target_id=target_id,
         method=method.upper(),
         path=unquote(parts.path),
         query=unquote_plus(parts.query),
         body_text=body.decode("utf-8", errors="replace") if body else "",
+        fingerprint=request_fingerprint(
+            agent_id=agent_id,
+            target_id=target_id,
+            method=method,
+            upstream_path=upstream_path,
+            body=body,
+        ),
     )
+
+
+def request_fingerprint(
+    *, agent_id: int, target_id: int, method: str, upstream_path: str, body: bytes
+) -> str:
+    """SHA-256 hex digest identifying a request for defer mode's "identical retry".
+
+    Covers the agent, the target, the method (case-insensitive), the upstream path and
+    query exactly as sent (percent-encoding included, so ``a=b%26c`` and ``a=b&c``
+    differ) and the SHA-256 of the raw body. It is taken before masking: two requests
+    that mask alike (two different e-mail addresses become ``[EMAIL]``) still differ.
+    """
+    h = hashlib.sha256()
+    for part in (str(agent_id), str(target_id), method.upper(), upstream_path):
+        h.update(part.encode("utf-8", errors="surrogateescape"))
+        h.update(b"\x00")
+    h.update(hashlib.sha256(body or b"").digest())
+    return h.hexdigest()

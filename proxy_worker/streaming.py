@@ -2,37 +2,19 @@
 
 mitmproxy hands a stream callable each chunk still content-encoded, then ``b""`` at the
 end (PITFALLS.md). :class:`MaskedStream` decodes incrementally (gzip, deflate, br,
-zstd), feeds the masking engine's SSE masker, and returns identity-encoded masked bytes;
-the caller removes ``Content-Encoding`` and ``Content-Length`` in ``responseheaders``.
+zstd) with the engine's decompression-ratio limit
+(:class:`~proxy_worker.masking.StreamDecoder`), feeds the masking engine's SSE masker,
+and returns identity-encoded masked bytes; the caller removes ``Content-Encoding`` and
+``Content-Length`` in ``responseheaders``.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable
-
-import brotli
-import zstandard
-
 from proxy_worker.contract import RECORD_BODY_LIMIT
+from proxy_worker.masking import StreamDecoder
 
 #: Content-encodings :class:`MaskedStream` can decode incrementally (RFC 9110 §8.4.1).
 STREAM_DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
-
-
-def _decoder(encoding: str) -> Callable[[bytes], bytes]:
-    enc = encoding.strip().lower()
-    if enc in ("", "identity"):
-        return lambda b: b
-    if enc in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
-    if enc == "deflate":
-        return zlib.decompressobj().decompress
-    if enc == "br":
-        return brotli.Decompressor().process
-    if enc == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj().decompress
-    raise ValueError(f"cannot stream-decode content-encoding {encoding!r}")
 
 
 class MaskedStream:
@@ -46,7 +28,7 @@ class MaskedStream:
 
     def __init__(self, sse_masker, encoding: str = "") -> None:
         self.masker = sse_masker
-        self._decode = _decoder(encoding)
+        self._decoder = StreamDecoder(encoding)
         self.recorded = bytearray()
         self.error = ""
 
@@ -61,8 +43,9 @@ class MaskedStream:
             return b""
         try:
             if chunk:
-                return self._keep(self.masker.feed(self._decode(chunk)))
-            return self._keep(self.masker.finish())
+                return self._keep(self.masker.feed(self._decoder.feed(chunk)))
+            tail = self._decoder.finish()
+            return self._keep((self.masker.feed(tail) if tail else b"") + self.masker.finish())
         except Exception as e:  # fail closed: stop the stream rather than leak
             self.error = f"stream masking failed: {type(e).__name__}"
             return b""

@@ -16,4 +16,11 @@
     var link = id && document.getElementById(id);
     if (link) { window.location.href = link.href; }
   });
+  // Console: forms marked .confirm ask before posting (delete, revoke).
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (form.classList && form.classList.contains("confirm") && !window.confirm(form.dataset.confirm || "Are you sure?")) {
+      ev.preventDefault();
+    }
+  }, true);
 })();

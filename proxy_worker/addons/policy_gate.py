@@ -1,7 +1,12 @@
 """PolicyGate: identify the agent, resolve the target, apply the access rules.
 
-First Gatehouse addon in the chain. Fails closed: any exception in the hook becomes a
-500 JSON answer (mitmproxy would otherwise log it and forward the request).
+First Gatehouse addon in the chain. The agent is identified by a Gatehouse token or an
+OpenID Connect JWT (:mod:`proxy_worker.identity`; repeated failures from one address are
+answered 429). The target is resolved by path prefix on the reverse listener and by
+scheme, host, port and base path on the forward listener (:mod:`proxy_worker.forward`).
+
+Fails closed: any exception in the hook becomes a 500 JSON answer (mitmproxy would
+otherwise log it and forward the request).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import logging
 from mitmproxy import http
 
 from proxy_worker.flowstate import SESSION_HEADER, answer_error, state_of
+from proxy_worker.forward import is_forward, tunnel_credential
+from proxy_worker.identity import Authenticator, TokenUsage
 from proxy_worker.link import ControlPlaneLink
 from proxy_worker.policy import PathError, extract_token, request_info, split_reverse_path
 
@@ -23,21 +30,40 @@ AGENT_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization")
 class PolicyGate:
     """Decides allow / deny / approve for each request from the current policy snapshot."""
 
-    def __init__(self, link: ControlPlaneLink) -> None:
+    def __init__(self, link: ControlPlaneLink, authenticator: Authenticator | None = None) -> None:
         self.link = link
+        self.authenticator = authenticator or Authenticator(
+            usage=TokenUsage(link.redis, link.keys.token_last_used)
+        )
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         try:
-            self._request(flow)
+            await self._request(flow)
         except Exception as e:  # fail closed: never let a bug forward a request
             log.exception("policy gate failed")
             answer_error(
                 flow, 500, "gateway_error", f"policy could not be applied: {type(e).__name__}"
             )
 
-    def _request(self, flow: http.HTTPFlow) -> None:
+    @staticmethod
+    def _credentials(flow: http.HTTPFlow, forward: bool) -> list[str]:
+        """Credentials to try, in order (see :mod:`proxy_worker.forward` for forward mode)."""
+        headers = flow.request.headers
+        from_auth = extract_token(headers.get("authorization"))
+        from_proxy = extract_token(headers.get("proxy-authorization"))
+        if forward:
+            ordered = [from_proxy, tunnel_credential(flow.client_conn), from_auth]
+        else:
+            ordered = [from_auth, from_proxy]
+        out: list[str] = []
+        for c in ordered:
+            if c and c not in out:
+                out.append(c)
+        return out
+
+    async def _request(self, flow: http.HTTPFlow) -> None:
         st = state_of(flow)
         state = self.link.state
         policy = state.policy
@@ -51,20 +77,22 @@ class PolicyGate:
             return
 
         headers = flow.request.headers
-        token = extract_token(headers.get("authorization")) or extract_token(
-            headers.get("proxy-authorization")
+        forward = is_forward(flow)
+        result = await self.authenticator.authenticate(
+            policy,
+            self._credentials(flow, forward),
+            (flow.client_conn.peername or ("", 0))[0],
         )
-        agent = policy.identify(token)
+        agent = result.agent
         if agent is None:
+            if result.code == "rate_limited":
+                status, challenge = 429, {"Retry-After": str(int(result.retry_after or 60) + 1)}
+            elif result.code == "jwks_unavailable":
+                status, challenge = 503, {"Retry-After": "10"}
+            else:
+                status, challenge = 401, {"WWW-Authenticate": 'Bearer realm="gatehouse"'}
             answer_error(
-                flow,
-                401,
-                "missing_token" if not token else "unknown_token",
-                "present a Gatehouse agent token: 'Authorization: Bearer gh_...'"
-                if not token
-                else "the token is unknown, expired or revoked",
-                headers={"WWW-Authenticate": 'Bearer realm="gatehouse"'},
-                decision="denied",
+                flow, status, result.code, result.message, headers=challenge, decision="denied"
             )
             return
         st.agent = agent
@@ -72,19 +100,39 @@ class PolicyGate:
             headers.pop(name, None)
         st.session_key = headers.pop(SESSION_HEADER, "")[:200]
 
-        try:
-            slug, upstream_path = split_reverse_path(flow.request.path)
-        except PathError as e:
-            answer_error(flow, 400, "bad_path", str(e), decision="denied")
-            return
-        target = policy.resolve_target(slug)
-        if target is None:
-            answer_error(
-                flow, 404, "unknown_target", f"no target named {slug!r}", decision="denied"
-            )
-            return
-        st.target = target
-        flow.request.url = target.upstream_url(upstream_path)
+        if forward:
+            req = flow.request
+            try:
+                routed = policy.resolve_forward(req.scheme, req.host, req.port, req.path)
+            except PathError as e:
+                answer_error(flow, 400, "bad_path", str(e), decision="denied")
+                return
+            if routed is None:
+                answer_error(
+                    flow,
+                    403,
+                    "egress_denied",
+                    f"{req.scheme}://{req.host}:{req.port}{req.path.partition('?')[0]} "
+                    "is not under a registered target",
+                    decision="denied",
+                )
+                return
+            target, upstream_path = routed
+            st.target = target  # the URL stays: it already names the target's upstream
+        else:
+            try:
+                slug, upstream_path = split_reverse_path(flow.request.path)
+            except PathError as e:
+                answer_error(flow, 400, "bad_path", str(e), decision="denied")
+                return
+            target = policy.resolve_target(slug)
+            if target is None:
+                answer_error(
+                    flow, 404, "unknown_target", f"no target named {slug!r}", decision="denied"
+                )
+                return
+            st.target = target
+            flow.request.url = target.upstream_url(upstream_path)
 
         info = request_info(
             agent_id=agent.id,
@@ -92,6 +140,7 @@ class PolicyGate:
             method=flow.request.method,
             upstream_path=upstream_path,
             body=flow.request.raw_content or b"",
+            agent_group_ids=agent.group_ids,
         )
         decision = policy.evaluate(info)
         st.access = decision

@@ -106,8 +106,8 @@ class Recorder:
             log.exception("could not record exchange")
 
     async def error(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:
-            return
+        # Also when a response had started (a stream cut mid-way): ``emitted`` keeps an
+        # exchange from being recorded twice.
         try:
             await self._record(flow)
         except Exception:

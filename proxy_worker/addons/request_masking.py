@@ -2,7 +2,10 @@
 
 Runs after PolicyGate (rules see the raw request) and before ApprovalGate (approvers see
 the masked request, exactly what would be forwarded). Fails closed: a body that cannot
-be decoded or is too large to mask is refused with a JSON error.
+be decoded or is too large to mask is refused with a JSON error. Content-encoded bodies
+are decoded here with the engine's limits (:func:`~proxy_worker.masking.decode_content`:
+decoded size and decompression ratio), never with mitmproxy's unbounded ``.content``.
+Binary bodies are refused (415) unless the target's ``binary_bodies`` is ``pass``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from mitmproxy import http
 
 from proxy_worker.flowstate import answer_error, state_of
 from proxy_worker.link import ControlPlaneLink
-from proxy_worker.masking import BinaryBodyError, BodyTooLargeError, MaskingError, summarise
+from proxy_worker.masking import (
+    BinaryBodyError,
+    BodyTooLargeError,
+    DecompressionError,
+    MaskingError,
+    decode_content,
+    summarise,
+)
 
 log = logging.getLogger("gatehouse.request_masking")
 
@@ -31,7 +41,8 @@ class RequestMasking:
         st = state_of(flow)
         if st.target is None:
             return
-        masker = self.link.state.masker(st.target.id, "request")
+        groups = st.agent.group_ids if st.agent is not None else ()
+        masker = self.link.state.masker(st.target.id, "request", groups)
         if masker is None:
             return
         t0 = time.perf_counter()
@@ -39,6 +50,15 @@ class RequestMasking:
             self._mask(flow, masker)
         except BodyTooLargeError as e:
             answer_error(flow, 413, "request_too_large_to_mask", str(e))
+        except DecompressionError as e:
+            if e.reason == "ratio":
+                answer_error(flow, 413, "request_decompression_refused", str(e))
+            else:
+                answer_error(flow, 400, "request_undecodable", str(e))
+        except BinaryBodyError as e:
+            answer_error(
+                flow, 415, "request_binary_refused", f"{e}; this target refuses binary bodies"
+            )
         except MaskingError as e:
             answer_error(flow, 400, "request_not_maskable", str(e))
         except ValueError as e:  # undecodable content-encoding
@@ -58,15 +78,17 @@ class RequestMasking:
             if qf:
                 flow.request.query = masked_pairs
                 findings += qf
-        body = flow.request.content  # decoded; ValueError on bad encoding
+        raw = flow.request.raw_content or b""
+        body = decode_content(
+            raw, flow.request.headers.get("content-encoding"), max_bytes=masker.max_body_bytes
+        )
         if body:
-            try:
-                result = masker.mask_body(body, flow.request.headers.get("content-type"))
-            except BinaryBodyError:
+            result = masker.mask_body(body, flow.request.headers.get("content-type"))
+            if result.handler == "binary":  # the target passes binary bodies
                 st.request_record = f"[binary body: {len(body)} bytes]".encode()
             else:
-                if result.findings:
-                    flow.request.content = result.body
+                if result.body is not body:
+                    flow.request.content = result.body  # re-encoded as declared
                 findings += result.findings
                 st.request_record = result.body
         else:

@@ -3,7 +3,10 @@
 Buffered bodies are decoded (gzip, deflate, br, zstd), masked by content type and sent
 identity-encoded. Server-sent event streams (``text/event-stream``) are masked chunk by
 chunk as they pass (:mod:`proxy_worker.streaming`). Fails closed: a body that cannot be
-decoded or is too large to mask is replaced by a 502 JSON error.
+decoded or is too large to mask is replaced by a 502 JSON error. Buffered bodies are
+decoded with the engine's limits (:func:`~proxy_worker.masking.decode_content`: decoded
+size and decompression ratio, so a gzip bomb is refused); binary bodies are refused
+(502) unless the target's ``binary_bodies`` is ``pass``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from mitmproxy import http
 
 from proxy_worker.flowstate import answer_error, state_of
 from proxy_worker.link import ControlPlaneLink
-from proxy_worker.masking import BinaryBodyError, BodyTooLargeError, MaskingError, summarise
+from proxy_worker.masking import (
+    BinaryBodyError,
+    BodyTooLargeError,
+    DecompressionError,
+    MaskingError,
+    decode_content,
+    summarise,
+)
 from proxy_worker.streaming import STREAM_DECODABLE, MaskedStream
 
 log = logging.getLogger("gatehouse.response_masking")
@@ -33,7 +43,8 @@ class ResponseMasking:
         st = state_of(flow)
         if st.answered_by_gateway or st.target is None or flow.response is None:
             return None
-        return self.link.state.masker(st.target.id, "response")
+        groups = st.agent.group_ids if st.agent is not None else ()
+        return self.link.state.masker(st.target.id, "response", groups)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         masker = self._masker(flow)
@@ -66,6 +77,15 @@ class ResponseMasking:
             self._mask(flow, masker)
         except BodyTooLargeError as e:
             answer_error(flow, 502, "response_too_large_to_mask", str(e))
+        except DecompressionError as e:
+            code = (
+                "response_decompression_refused" if e.reason == "ratio" else "response_undecodable"
+            )
+            answer_error(flow, 502, code, str(e))
+        except BinaryBodyError as e:
+            answer_error(
+                flow, 502, "response_binary_refused", f"{e}; this target refuses binary bodies"
+            )
         except MaskingError as e:
             answer_error(flow, 502, "response_not_maskable", str(e))
         except ValueError as e:
@@ -80,13 +100,16 @@ class ResponseMasking:
         st = state_of(flow)
         resp = flow.response
         assert resp is not None
-        body = resp.content  # decoded; ValueError on bad or stacked encodings
+        body = decode_content(
+            resp.raw_content or b"",
+            resp.headers.get("content-encoding"),
+            max_bytes=masker.max_body_bytes,
+        )
         if not body:
             st.response_record = b""
             return
-        try:
-            result = masker.mask_body(body, resp.headers.get("content-type"))
-        except BinaryBodyError:
+        result = masker.mask_body(body, resp.headers.get("content-type"))
+        if result.handler == "binary":  # the target passes binary bodies, as sent
             st.response_record = f"[binary body: {len(body)} bytes]".encode()
             return
         resp.headers.pop("content-encoding", None)

@@ -1,10 +1,25 @@
 """The masking engine: rules -> compiled :class:`Masker` -> masked bodies.
 
 Pure Python (no Django, no mitmproxy). Build one :class:`Masker` per policy
-snapshot and reuse it for every request/response; it is immutable after
-construction and safe to share between threads. Streams need one
+snapshot (and target, direction, agent groups) and reuse it for every
+request/response; it is immutable after construction apart from its
+memo caches, and safe to share between threads. Streams need one
 :class:`~proxy_worker.masking.sse.SSEStreamMasker` per flow
 (:meth:`Masker.sse_stream`).
+
+How it stays fast (``docs/benchmarks.md`` has the figures):
+
+* every detector declares a *gate*, a cheap regex that matches inside or next
+  to everything it can detect; the gates are compiled into one RE2 set
+  (``google-re2``) that tells, in one pass over a string, which detectors can
+  possibly match (Python :mod:`re` is the fallback when RE2 is missing);
+* for a JSON body encoded as UTF-8, the gates run once over the raw body and
+  only the string values that contain a gate match (plus values under
+  secret-like keys) are scanned while the parsed document is walked;
+* in long strings each detector only reads windows around its own gate
+  matches (at least its ``max_span`` wide on each side);
+* validation is done with precompiled metadata (phone numbering plans, IBAN
+  registry) rather than the libraries' general parsers.
 """
 
 from __future__ import annotations
@@ -22,52 +37,57 @@ from urllib.parse import quote_plus, unquote_plus
 from . import strategies as _st
 from .detectors import (
     CREDIT_CARD,
-    EMAIL,
+    DEFAULT_PHONE_REGIONS,
     ENTITY_TYPES,
-    IBAN,
-    IP_ADDRESS,
-    NEEDS_AT,
-    NEEDS_COLON,
-    NEEDS_DIGIT,
     PHONE,
-    US_SSN,
-    CreditCardDetector,
     CustomRegexDetector,
+    DenyListDetector,
     Detection,
     Detector,
-    EmailDetector,
-    IbanDetector,
-    IpAddressDetector,
-    PhoneDetector,
-    UsSsnDetector,
     custom_entity_type,
+    make_detector,
 )
 from .errors import BinaryBodyError, BodyTooLargeError, MaskingConfigError, MaskingError
+
+try:  # google-re2: linear-time multi-pattern matching (optional, much faster gates)
+    import re2 as _re2
+except ImportError:  # pragma: no cover - exercised only without google-re2
+    _re2 = None
 
 if TYPE_CHECKING:
     from .sse import SSEStreamMasker
 
 __all__ = [
+    "BINARY_BODY_POLICIES",
+    "DEFAULT_MAX_BODY_BYTES",
     "FIELD",
     "HANDLERS",
     "Finding",
     "MaskResult",
     "Masker",
     "MaskingRule",
+    "compile_json_path",
     "parse_content_type",
     "summarise",
     "validate_rule",
 ]
 
-#: Entity type of findings produced by field-name rules.
+#: Entity type of findings produced by field-name and JSONPath rules.
 FIELD = "FIELD"
 
 #: Values of :attr:`MaskResult.handler`.
 HANDLERS: tuple[str, ...] = ("json", "ndjson", "form", "text", "sse", "empty", "binary")
 
+#: ``binary_bodies`` settings of a target: refuse (fail closed) or pass unmasked.
+BINARY_BODY_POLICIES: tuple[str, ...] = ("refuse", "pass")
+
+#: Default limit of the body size the engine masks (10 MiB).
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 _CACHE_MAX_CHARS = 128
 _CACHE_SIZE = 8192
+#: Strings longer than this are scanned in windows around gate matches.
+_WINDOW_MIN_CHARS = 4096
+_WINDOW_CONTEXT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +97,20 @@ class MaskingRule:
 
     Attributes:
         id: database id (informational).
-        name: display name; also names the custom pattern's entity type.
+        name: display name; also names the custom pattern's and the deny
+            list's entity type (:func:`~proxy_worker.masking.detectors.custom_entity_type`).
         entity_types: built-in detectors this rule turns on, a subset of
             :data:`~proxy_worker.masking.detectors.ENTITY_TYPES`; empty = none.
         field_names: JSON keys / form / query field names whose whole value is
             masked, compared case-insensitively (``str.casefold``).
         strategy: ``redact`` | ``hash`` | ``partial`` | ``drop``.
-        custom_pattern: optional extra regex (Python :mod:`re`); its entity type
-            is :func:`~proxy_worker.masking.detectors.custom_entity_type` of
-            ``name``.
+        custom_pattern: optional extra regex (Python :mod:`re`).
+        json_paths: JSONPath expressions (``$.customers[*].address``,
+            ``$..email``, filters ``[?(@.kind == "card")]``; the syntax of
+            ``jsonpath-ng``'s extended parser) whose matches in JSON bodies
+            are masked whole like field names.
+        deny_list: words or phrases always masked wherever they occur
+            (:class:`~proxy_worker.masking.detectors.DenyListDetector`).
     """
 
     id: int
@@ -94,6 +119,8 @@ class MaskingRule:
     field_names: tuple[str, ...] = ()
     strategy: str = "redact"
     custom_pattern: str | None = None
+    json_paths: tuple[str, ...] = ()
+    deny_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +129,7 @@ class Finding:
 
     Attributes:
         entity_type: ``"EMAIL"``, …, a custom type, or ``"FIELD"`` for a
-            field-name rule.
+            field-name or JSONPath rule.
         location: where: a JSON path (``$.rows[0][2]``, ``$.items[3].email``,
             ``$["odd key"]``), ``query:<name>``, ``form:<name>``,
             ``text@<char offset>``, ``ndjson[<line>]$…`` / ``ndjson[<line>]@<offset>``,
@@ -135,8 +162,8 @@ class MaskResult:
         body: the masked body (the original object when nothing changed).
         findings: what was masked, see :class:`Finding`.
         handler: how the body was treated, one of :data:`HANDLERS`
-            (``"binary"`` only appears when the masker is disabled;
-            an enabled masker raises :class:`BinaryBodyError` instead).
+            (``"binary"``: not text, passed unmasked because the masker is
+            disabled or its ``binary_bodies`` is ``"pass"``).
     """
 
     body: bytes
@@ -144,12 +171,29 @@ class MaskResult:
     handler: str = "empty"
 
 
+@functools.lru_cache(maxsize=512)
+def compile_json_path(expr: str) -> Any:
+    """Parse a JSONPath expression with ``jsonpath-ng`` (extended syntax).
+
+    Raises:
+        MaskingConfigError: the expression does not parse.
+    """
+    from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
+    from jsonpath_ng.ext import parse
+
+    try:
+        return parse(expr)
+    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
+        raise MaskingConfigError(f"invalid JSONPath {expr!r}: {exc}") from None
+
+
 def validate_rule(rule: MaskingRule) -> None:
     """Check a rule the way :class:`Masker` will (for control-plane forms).
 
     Raises:
-        MaskingConfigError: unknown strategy or entity type, or a custom
-            pattern that does not compile.
+        MaskingConfigError: unknown strategy or entity type, a custom
+            pattern that does not compile, a JSONPath that does not parse,
+            a deny list entry that is too long.
     """
     if rule.strategy not in _st.STRATEGIES:
         raise MaskingConfigError(f"rule {rule.name!r}: unknown strategy {rule.strategy!r}")
@@ -158,6 +202,10 @@ def validate_rule(rule: MaskingRule) -> None:
             raise MaskingConfigError(f"rule {rule.name!r}: unknown entity type {t!r}")
     if rule.custom_pattern:
         CustomRegexDetector(custom_entity_type(rule.name), rule.custom_pattern)
+    for p in rule.json_paths:
+        compile_json_path(p)
+    if any(w.strip() for w in rule.deny_list):
+        DenyListDetector(custom_entity_type(rule.name), rule.deny_list)
 
 
 # --------------------------------------------------------------------------- content types
@@ -249,12 +297,41 @@ def _classify(media: str | None) -> str:
 
 # --------------------------------------------------------------------------- helpers
 
-_DIGIT_RE = re.compile(r"\d")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BOM = "\ufeff"
 _PHONE_KEY_RE = re.compile(
     r"phone|mobile|msisdn|(?<![a-z])(?:tel|fax|cell)(?![a-z])", re.IGNORECASE
 )
+# JSON escapes that could hide a gate character (printable ASCII, Latin-1
+# punctuation such as NBSP, Unicode dashes, full-width forms, Arabic-Indic and
+# Devanagari digits): a body containing one is scanned string by string.
+_UNSAFE_ESCAPE_RE = re.compile(
+    rb"\\u(?:00[2-9a-fA-F][0-9a-fA-F]|20[0-6][0-9a-fA-F]|[fF][fF][0-9a-fA-F]{2}"
+    rb"|06[6-9a-fA-F][0-9a-fA-F]|09[6-9a-fA-F][0-9a-fA-F])"
+)
+_SIMPLE_ESCAPE_RE = re.compile(rb'\\(["\\/bfnrt])')
+_ESCAPE_VIEW = {
+    b'"': b'\\"',
+    b"\\": b"\\\\",
+    b"/": b"//",
+    b"b": b"  ",
+    b"f": b"  ",
+    b"n": b"\n\n",
+    b"r": b"\r\r",
+    b"t": b"\t\t",
+}
+
+
+def _escape_view(m: re.Match[bytes]) -> bytes:
+    return _ESCAPE_VIEW[m.group(1)]
+
+
+def _quote_escaped(body: bytes, q: int) -> bool:
+    """The ``"`` at ``body[q]`` is preceded by an odd number of backslashes."""
+    n = 0
+    while q - n - 1 >= 0 and body[q - n - 1] == 0x5C:
+        n += 1
+    return n % 2 == 1
 
 
 def _key_path(path: str, key: str) -> str:
@@ -280,20 +357,348 @@ class _DupKeys:
         return d
 
 
-def _blank(text: str, spans: Sequence[Detection]) -> str:
-    """``text`` with every span replaced by as many NUL characters."""
-    parts: list[str] = []
-    pos = 0
-    for d in spans:
-        parts.append(text[pos : d.start])
-        parts.append("\x00" * (d.end - d.start))
-        pos = d.end
-    parts.append(text[pos:])
-    return "".join(parts)
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _datum_path(match: Any) -> tuple[Any, ...]:
+    """Key/index tuple of a ``jsonpath-ng`` match (``()`` for the root)."""
+    parts: list[Any] = []
+    d = match
+    while d is not None:
+        p = d.path
+        fields = getattr(p, "fields", None)
+        indices = getattr(p, "indices", None)
+        if fields is not None and len(fields) == 1:
+            parts.append(fields[0])
+        elif indices is not None and len(indices) == 1:
+            parts.append(indices[0])
+        elif fields is not None or indices is not None:
+            raise MaskingError("unsupported JSONPath match")
+        d = d.context
+    return tuple(reversed(parts))
+
+
+def _body_gate(gate: str) -> str:
+    """A detector gate rewritten for RE2's Latin-1 mode over UTF-8 bytes.
+
+    ASCII patterns are kept (each UTF-8 byte of a non-ASCII character is then
+    a non-ASCII Latin-1 character, which classes like ``[^0-9A-Za-z]`` match,
+    so matches are never lost). The few non-ASCII characters used in built-in
+    gates are spelled as their UTF-8 byte sequences; any other non-ASCII gate
+    (a deny-list word in another script) becomes "any non-ASCII byte", which
+    is looser and therefore safe.
+    """
+    if gate.isascii():
+        return gate
+    g = gate
+    for src, dst in _BODY_GATE_REWRITES:
+        g = g.replace(src, dst)
+    return g if g.isascii() else r"[\x80-\xff]"
+
+
+# Rewrites of the non-ASCII parts of the phone gate (see phone.PhoneDetector.gate).
+_BODY_GATE_REWRITES: tuple[tuple[str, str], ...] = (
+    (
+        "[ \t().\\-/\u00a0\u2010-\u2015]*",
+        "(?:[ \t().\\-/]|\\xc2\\xa0|\\xe2\\x80[\\x90-\\x95])*",
+    ),
+    (
+        "[\uff10-\uff19\u0660-\u0669\u06f0-\u06f9\u0966-\u096f]",
+        "\\xef\\xbc[\\x90-\\x99]|\\xd9[\\xa0-\\xa9]|\\xdb[\\xb0-\\xb9]|\\xe0\\xa5[\\xa6-\\xaf]",
+    ),
+)
+
+
+class _Prefilter:
+    """The detectors' gates, compiled together (shared between maskers with
+    the same gates: see :func:`_prefilter`).
+
+    ``select(text)`` returns the indices (into the gate list) of the gates
+    that match somewhere in ``text``; ``body_hits(data)`` iterates
+    ``(start, end)`` of gate matches in UTF-8 bytes (RE2 Latin-1 mode, see
+    :func:`_body_gate`); ``spans(i, text)`` the matches of gate ``i``.
+    """
+
+    def __init__(
+        self, gates: tuple[str | None, ...], body_gates: tuple[str | None, ...] = ()
+    ) -> None:
+        self.gated = [i for i, g in enumerate(gates) if g is not None]
+        srcs = [g for g in gates if g is not None]
+        bsrcs = [
+            (body_gates[i] if i < len(body_gates) and body_gates[i] else None)
+            or _body_gate(gates[i])  # type: ignore[arg-type]
+            for i in self.gated
+        ]
+        self._py = {i: re.compile(gates[i]) for i in self.gated}  # type: ignore[arg-type]
+        self._set = None
+        self._any_bytes = None
+        self._one: dict[int, Any] = {}
+        if not srcs or _re2 is None:
+            return
+        opts = _re2.Options()
+        opts.max_mem = 256 << 20
+        s = _re2.Set.SearchSet(opts)
+        for src in srcs:
+            s.Add(src)
+        s.Compile()
+        self._set = s
+        lopts = _re2.Options()
+        lopts.max_mem = 256 << 20
+        lopts.encoding = _re2.Options.Encoding.LATIN1
+        union = "|".join(f"(?:{g})" for g in bsrcs)
+        self._any_bytes = _re2.compile(union.encode("ascii"), lopts)
+        self._one = {i: _re2.compile(gates[i], opts) for i in self.gated}  # type: ignore[arg-type]
+
+    def select(self, text: str) -> list[int]:
+        if not self.gated:
+            return []
+        if self._set is not None:
+            hit = self._set.Match(text)
+            return [self.gated[k] for k in hit] if hit else []
+        return [i for i in self.gated if self._py[i].search(text)]  # pragma: no cover
+
+    def body_hits(self, data: bytes) -> Iterable[tuple[int, int]]:
+        if self._any_bytes is None:  # pragma: no cover - needs RE2
+            return ()
+        return (m.span() for m in self._any_bytes.finditer(data))
+
+    @property
+    def body_prefilter(self) -> bool:
+        """True when :meth:`body_hits` is available (RE2 installed)."""
+        return self._any_bytes is not None
+
+    def search(self, i: int, text: str) -> bool:
+        """Gate ``i`` matches somewhere in ``text`` (Python :mod:`re`, for short texts)."""
+        return self._py[i].search(text) is not None
+
+    def spans(self, i: int, text: str) -> Iterable[tuple[int, int]]:
+        pat = self._one.get(i) or self._py[i]
+        return (m.span() for m in pat.finditer(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _prefilter(
+    gates: tuple[str | None, ...], body_gates: tuple[str | None, ...] = ()
+) -> _Prefilter:
+    """Compiled gates, shared by maskers with the same detectors (RE2 builds
+    its automata lazily and keeps them: sharing keeps them warm across policy
+    snapshots). ``body_gates`` optionally override the raw-JSON form of a
+    gate (see ``PhoneDetector.body_gate``)."""
+    return _Prefilter(gates, body_gates)
+
+
+def _merge(accepted: list[Detection], new: list[Detection]) -> list[Detection]:
+    """Linear merge: keep the earlier (higher-priority) detections, add the
+    new ones that overlap nothing already accepted."""
+    merged: list[Detection] = []
+    i = 0
+    n = len(accepted)
+    for d in new:
+        while i < n and accepted[i].end <= d.start:
+            merged.append(accepted[i])
+            i += 1
+        if i < n and accepted[i].start < d.end:
+            continue
+        if merged and merged[-1].end > d.start:
+            continue
+        merged.append(d)
+    merged.extend(accepted[i:])
+    return merged
+
+
+#: Digit counts of JSON integers worth scanning, per entity type.
+_INT_LENGTHS: dict[str, set[int]] = {
+    CREDIT_CARD: set(range(12, 20)),
+    "US_SSN": {9},
+    "US_ITIN": {9},
+    "CA_SIN": {9},
+    "UK_NHS": {10},
+    "BR_CPF": {11},
+    "DE_TAX_ID": {11},
+    "IN_AADHAAR": {12},
+    "FR_NIR": {15},
+}
+
+
+class _Walk:
+    """One walk over a parsed JSON document (see :meth:`Masker.mask_json_value`).
+
+    ``parts`` is the tuple of (masked) keys and indices leading to a node;
+    its JSONPath string is only formatted when a finding is recorded.
+    ``tp`` is the tuple of *original* keys, kept only for JSONPath rules.
+    """
+
+    __slots__ = ("fields", "findings", "flagged", "m", "prefix", "targets")
+
+    def __init__(
+        self,
+        masker: Masker,
+        prefix: str,
+        findings: list[Finding],
+        flagged: set[str] | None,
+        targets: dict[tuple[Any, ...], str] | None,
+    ) -> None:
+        self.m = masker
+        self.prefix = prefix
+        self.findings = findings
+        self.flagged = flagged
+        self.targets = targets
+        self.fields = masker._fields
+
+    def loc(self, parts: tuple[Any, ...]) -> str:
+        out = self.prefix
+        for p in parts:
+            out = f"{out}[{p}]" if type(p) is int else _key_path(out, p)
+        return out
+
+    def string(self, value: str, parts: tuple[Any, ...], hint: str) -> str:
+        flagged = self.flagged
+        m = self.m
+        if flagged is not None and value not in flagged and not m._hint_forces_scan(hint):
+            return value
+        masked, dets = m._mask_str(value, hint)
+        if dets:
+            loc = self.loc(parts)
+            for d in dets:
+                self.findings.append(Finding(d.entity_type, loc))
+        return masked
+
+    def integer(self, value: int, parts: tuple[Any, ...], hint: str) -> Any:
+        m = self.m
+        if -100000 < value < 100000 or not m._detectors:
+            return value
+        s = str(value)
+        # Bare integers are ids and timestamps far more often than phone
+        # numbers: only treat them as phones under a phone-like key.
+        phones = bool(hint) and m._phone_idx >= 0 and _PHONE_KEY_RE.search(hint) is not None
+        if len(s) < 6 or not (phones or m._int_any or len(s.lstrip("-")) in m._int_lengths):
+            return value
+        dets = m.scan(s, hint, phones=phones)
+        if not dets:
+            return value
+        loc = self.loc(parts)
+        for d in dets:
+            self.findings.append(Finding(d.entity_type, loc))
+        return m.render(s, dets)
+
+    def value(self, value: Any, parts: tuple[Any, ...], tp: tuple[Any, ...], hint: str) -> Any:
+        t = type(value)
+        if t is str:
+            return self.string(value, parts, hint)
+        if t is dict:
+            return self.obj(value, parts, tp)
+        if t is list:
+            return self.array(value, parts, tp, hint)
+        if t is int:
+            return self.integer(value, parts, hint)
+        if isinstance(value, str):
+            return self.string(value, parts, hint)
+        if isinstance(value, dict):
+            return self.obj(value, parts, tp)
+        if isinstance(value, list):
+            return self.array(value, parts, tp, hint)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.integer(value, parts, hint)
+        return value
+
+    def array(
+        self, value: list[Any], parts: tuple[Any, ...], tp: tuple[Any, ...], hint: str
+    ) -> Any:
+        targets = self.targets
+        flagged = self.flagged
+        new_items = None
+        for i, item in enumerate(value):
+            t = type(item)
+            if (
+                targets is None
+                and flagged is not None
+                and t is str
+                and item not in flagged
+                and not self.m._hint_forces_scan(hint)
+            ):
+                continue  # the common case: nothing to look at
+            if targets is not None and (ctp := (*tp, i)) in targets:
+                self.findings.append(Finding(FIELD, self.loc((*parts, i))))
+                new = _st.field_placeholder(targets[ctp], item, self.m._key)
+            elif t is str:
+                new = self.string(item, (*parts, i), hint)
+            else:
+                new = self.value(item, (*parts, i), (*tp, i) if targets is not None else tp, hint)
+            if new is not item:
+                if new_items is None:
+                    new_items = list(value)
+                new_items[i] = new
+        return value if new_items is None else new_items
+
+    def obj(self, value: dict[Any, Any], parts: tuple[Any, ...], tp: tuple[Any, ...]) -> Any:
+        m = self.m
+        flagged = self.flagged
+        fields = self.fields
+        targets = self.targets
+        hinted = bool(m._hinted)
+        simple = targets is None and not fields and flagged is not None
+        out: dict[Any, Any] = {}
+        changed = False
+        for k, v in value.items():
+            if simple and k not in flagged:
+                # Fast path: an unflagged key, no field or path rules.
+                t = type(v)
+                if t is str:
+                    if v in flagged or (hinted and m._hint_forces_scan(k)):
+                        nv = self.string(v, (*parts, k), k)
+                        if nv is not v:
+                            changed = True
+                        out[k] = nv
+                    else:
+                        out[k] = v
+                    continue
+                if t is dict:
+                    nv = self.obj(v, (*parts, k), tp)
+                elif t is list:
+                    nv = self.array(v, (*parts, k), tp, k)
+                elif t is int:
+                    nv = self.integer(v, (*parts, k), k)
+                else:
+                    nv = self.value(v, (*parts, k), tp, k)
+                if nv is not v:
+                    changed = True
+                out[k] = nv
+                continue
+            if isinstance(k, str):
+                if flagged is not None and k not in flagged:
+                    new_k, kdets = k, []
+                else:
+                    new_k, kdets = m._mask_str(k)
+                fs = fields.get(k.casefold()) if fields else None
+            else:
+                new_k, kdets, fs = k, [], None
+            if new_k in out:
+                n = 2
+                while f"{new_k}~{n}" in out:
+                    n += 1
+                new_k = f"{new_k}~{n}"
+            cparts = (*parts, new_k)
+            if kdets:
+                loc = self.loc(cparts)
+                for d in kdets:
+                    self.findings.append(Finding(d.entity_type, loc))
+            ctp = tp
+            if targets is not None:
+                ctp = (*tp, k)
+                if ctp in targets:
+                    fs = targets[ctp] if fs is None else _st.stronger(fs, targets[ctp])
+            if fs is not None:
+                self.findings.append(Finding(FIELD, self.loc(cparts)))
+                changed = True
+                if fs == _st.DROP:
+                    continue
+                out[new_k] = _st.field_placeholder(fs, v, m._key)
+                continue
+            new_v = self.value(v, cparts, ctp, k if isinstance(k, str) else "")
+            changed = changed or new_v is not v or new_k is not k
+            out[new_k] = new_v
+        return out if changed else value
 
 
 # --------------------------------------------------------------------------- masker
@@ -304,23 +709,26 @@ class Masker:
 
     Args:
         rules: the policy's masking rules. When several rules cover the same
-            entity type or field name, the strategy revealing least wins
-            (``drop`` > ``redact`` > ``hash`` > ``partial``).
+            entity type, field name or JSONPath, the strategy revealing least
+            wins (``drop`` > ``redact`` > ``hash`` > ``partial``).
         hash_key: HMAC key for the ``hash`` strategy (must be non-empty when a
             rule uses ``hash``).
-        phone_regions: ISO 3166-1 alpha-2 regions for national phone formats;
+        phone_regions: ISO 3166-1 alpha-2 regions for national phone formats
+            (default :data:`~proxy_worker.masking.phone.DEFAULT_PHONE_REGIONS`);
             ``+`` numbers are always recognised.
         max_body_bytes: bodies (and single SSE events) larger than this raise
-            :class:`BodyTooLargeError`.
+            :class:`BodyTooLargeError` (default 10 MiB).
+        binary_bodies: ``"refuse"`` (default): binary or undecodable bodies
+            raise :class:`BinaryBodyError`; ``"pass"``: they are returned
+            unchanged with handler ``"binary"`` (the target's setting).
 
     Raises:
         MaskingConfigError: see :func:`validate_rule`; also empty ``hash_key``
-            with a hash rule, unknown phone region.
+            with a hash rule, unknown phone region, unknown ``binary_bodies``.
 
     Detector priority (a later detector never masks inside an earlier match):
-    EMAIL, IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, custom patterns (rule order),
-    PHONE. Each detector is a precompiled regex with validation; strings that
-    cannot contain an entity (no digit / no ``@`` / no ``:``) skip it.
+    the order of :data:`~proxy_worker.masking.detectors.ENTITY_TYPES`, with
+    custom patterns and deny lists (rule order) just before PHONE.
     """
 
     def __init__(
@@ -328,16 +736,21 @@ class Masker:
         rules: Sequence[MaskingRule],
         *,
         hash_key: bytes,
-        phone_regions: Sequence[str] = ("US",),
+        phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        binary_bodies: str = "refuse",
     ) -> None:
         if not isinstance(hash_key, bytes | bytearray):
             raise MaskingConfigError("hash_key must be bytes")
+        if binary_bodies not in BINARY_BODY_POLICIES:
+            raise MaskingConfigError(f"unknown binary_bodies setting {binary_bodies!r}")
         self._key = bytes(hash_key)
         self.max_body_bytes = int(max_body_bytes)
+        self.binary_bodies = binary_bodies
         self._strategy: dict[str, str] = {}
         self._fields: dict[str, str] = {}
-        customs: list[tuple[str, str]] = []
+        self._paths: dict[str, str] = {}
+        extra: list[Detector] = []
         uses_hash = False
         for rule in rules:
             validate_rule(rule)
@@ -349,38 +762,52 @@ class Masker:
             for name in rule.field_names:
                 k = name.casefold()
                 self._fields[k] = _st.stronger(self._fields.get(k, rule.strategy), rule.strategy)
-            if rule.custom_pattern:
-                t = custom_entity_type(rule.name)
-                self._strategy[t] = _st.stronger(
-                    self._strategy.get(t, rule.strategy), rule.strategy
+            for p in rule.json_paths:
+                self._paths[p] = _st.stronger(self._paths.get(p, rule.strategy), rule.strategy)
+            own = custom_entity_type(rule.name)
+            if rule.custom_pattern or any(w.strip() for w in rule.deny_list):
+                self._strategy[own] = _st.stronger(
+                    self._strategy.get(own, rule.strategy), rule.strategy
                 )
-                customs.append((t, rule.custom_pattern))
+            if rule.custom_pattern:
+                extra.append(CustomRegexDetector(own, rule.custom_pattern))
+            if any(w.strip() for w in rule.deny_list):
+                extra.append(DenyListDetector(own, rule.deny_list))
         if uses_hash and not self._key:
             raise MaskingConfigError("a rule uses the hash strategy but hash_key is empty")
-        builtin: dict[str, Detector] = {}
+        detectors: list[Detector] = []
         for t in ENTITY_TYPES:
-            if t not in self._strategy:
-                continue
-            if t == EMAIL:
-                builtin[t] = EmailDetector()
-            elif t == IBAN:
-                builtin[t] = IbanDetector()
-            elif t == CREDIT_CARD:
-                builtin[t] = CreditCardDetector()
-            elif t == US_SSN:
-                builtin[t] = UsSsnDetector()
-            elif t == IP_ADDRESS:
-                builtin[t] = IpAddressDetector()
-            elif t == PHONE:
-                builtin[t] = PhoneDetector(phone_regions)
-        detectors: list[Detector] = [d for t, d in builtin.items() if t != PHONE]
-        detectors += [CustomRegexDetector(t, p) for t, p in customs]
-        if PHONE in builtin:
-            detectors.append(builtin[PHONE])
+            if t == PHONE:
+                detectors += extra
+            if t in self._strategy:
+                detectors.append(make_detector(t, phone_regions=phone_regions))
+        if PHONE not in self._strategy:
+            detectors += extra
         self._detectors: tuple[Detector, ...] = tuple(detectors)
-        self._uses_hint = US_SSN in builtin
+        self._phone_idx = next(
+            (i for i, d in enumerate(detectors) if d.entity_type == PHONE and d not in extra), -1
+        )
+        self._pf = _prefilter(
+            tuple(d.gate for d in detectors),
+            tuple(getattr(d, "body_gate", None) for d in detectors),
+        )
+        self._always = tuple(i for i, d in enumerate(detectors) if d.gate is None)
+        self._hinted = tuple(
+            (i, d.hint_re)  # type: ignore[attr-defined]
+            for i, d in enumerate(detectors)
+            if getattr(d, "hint_re", None) is not None
+        )
+        self._uses_hint = any(d.uses_hint for d in detectors)
+        # Integers in JSON are scanned only when their digit count fits a detector.
+        lengths: set[int] = set()
+        for d in detectors:
+            lengths |= _INT_LENGTHS.get(d.entity_type, set())
+        self._int_any = bool(self._always)
+        self._int_lengths = frozenset(lengths)
+        self._hint_memo: dict[str, bool] = {}
         self._scan_small = functools.lru_cache(maxsize=_CACHE_SIZE)(self._scan_tuple)
-        self._enabled = bool(self._detectors or self._fields)
+        self._json_paths = tuple((compile_json_path(p), s) for p, s in self._paths.items())
+        self._enabled = bool(self._detectors or self._fields or self._paths)
 
     # ------------------------------------------------------------------ properties
 
@@ -394,11 +821,33 @@ class Masker:
         """Entity types this masker detects, in priority order."""
         return tuple(d.entity_type for d in self._detectors)
 
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        """The detectors, in priority order."""
+        return self._detectors
+
     def field_strategy(self, name: str) -> str | None:
         """Strategy of the field-name rule matching ``name`` (case-insensitive), if any."""
         return self._fields.get(name.casefold()) if self._fields else None
 
     # ------------------------------------------------------------------ core
+
+    def _hint_triggers(self, hint: str) -> list[int]:
+        if not hint or not self._hinted:
+            return []
+        return [i for i, rx in self._hinted if rx.fullmatch(hint)]
+
+    def _hint_forces_scan(self, hint: str) -> bool:
+        """A value under this key must be scanned whatever the prefilter says."""
+        if not self._hinted or not hint:
+            return False
+        memo = self._hint_memo
+        r = memo.get(hint)
+        if r is None:
+            r = bool(self._hint_triggers(hint))
+            if len(memo) < 4096:
+                memo[hint] = r
+        return r
 
     def scan(self, text: str, hint: str = "", *, phones: bool = True) -> list[Detection]:
         """Detect entities in ``text``.
@@ -410,11 +859,15 @@ class Masker:
         Args:
             text: the string to scan.
             hint: context for keyword-gated detectors (the JSON key or form
-                field name the string belongs to, or preceding stream text).
+                field name the string belongs to).
             phones: False skips the PHONE detector.
 
         Returns:
             Non-overlapping detections sorted by start offset.
+
+        Raises:
+            MaskingError: text so dense with digit groups that phone numbers
+                cannot be checked within budget.
         """
         if not text or not self._detectors:
             return []
@@ -424,51 +877,75 @@ class Masker:
             return list(self._scan_small(text, hint, phones))
         return self._scan_uncached(text, hint, phones)
 
-    def _scan_uncached(self, text: str, hint: str, phones: bool = True) -> list[Detection]:
-        flags = 0
-        if _DIGIT_RE.search(text):
-            flags |= NEEDS_DIGIT
-        if "@" in text:
-            flags |= NEEDS_AT
-        if ":" in text:
-            flags |= NEEDS_COLON
-        accepted: list[Detection] = []
-        view = text
-        stale = False
-        for det in self._detectors:
-            if det.needs & ~flags or (not phones and det.entity_type == PHONE):
-                continue
-            if stale:
-                # Later detectors must not combine characters of an earlier
-                # match with their surroundings (card digits + a phone number):
-                # blank accepted matches out, keeping offsets.
-                view = _blank(text, accepted)
-                stale = False
-            new = list(det.find(view, hint))
-            if not new:
-                continue
-            stale = True
-            new.sort()
-            # Linear merge: keep earlier (higher-priority) detections, add the
-            # new ones that overlap nothing already accepted.
-            merged: list[Detection] = []
-            i = 0
-            n = len(accepted)
-            for d in new:
-                while i < n and accepted[i].end <= d.start:
-                    merged.append(accepted[i])
-                    i += 1
-                if i < n and accepted[i].start < d.end:
-                    continue
-                if merged and merged[-1].end > d.start:
-                    continue
-                merged.append(d)
-            merged.extend(accepted[i:])
-            accepted = merged
-        return accepted
-
     def _scan_tuple(self, text: str, hint: str, phones: bool) -> tuple[Detection, ...]:
         return tuple(self._scan_uncached(text, hint, phones))
+
+    def _scan_uncached(self, text: str, hint: str, phones: bool = True) -> list[Detection]:
+        sel = self._pf.select(text)
+        if self._always or self._hinted:
+            sel = sorted({*sel, *self._always, *self._hint_triggers(hint)})
+        if not sel:
+            return []
+        n = len(text)
+        accepted: list[Detection] = []
+        for i in sel:
+            if i == self._phone_idx and not phones:
+                continue
+            det = self._detectors[i]
+            if n > _WINDOW_MIN_CHARS and det.max_span is not None and det.gate is not None:
+                margin = det.max_span + _WINDOW_CONTEXT
+                windows: list[list[int]] = []
+                for s, e in self._pf.spans(i, text):
+                    ws, we = max(0, s - margin), min(n, e + margin)
+                    if windows and ws <= windows[-1][1]:
+                        windows[-1][1] = max(windows[-1][1], we)
+                    else:
+                        windows.append([ws, we])
+            else:
+                windows = [[0, n]]
+            if accepted and len(windows) == 1 and det.gate is not None:
+                # Earlier detectors may have consumed what selected this one
+                # (the digits of a card also select PHONE): re-check its gate
+                # on the text with their matches blanked out.
+                view = self._view(text, 0, n, accepted)
+                if not self._pf.search(i, view):
+                    continue
+            new: list[Detection] = []
+            for ws, we in windows:
+                view = self._view(text, ws, we, accepted)
+                if ws == 0:
+                    new.extend(det.find(view, hint))
+                else:
+                    new.extend(
+                        Detection(d.start + ws, d.end + ws, d.entity_type, d.normalised)
+                        for d in det.find(view, hint)
+                    )
+            if not new:
+                continue
+            new.sort()
+            accepted = _merge(accepted, new)
+        return accepted
+
+    @staticmethod
+    def _view(text: str, ws: int, we: int, accepted: list[Detection]) -> str:
+        """``text[ws:we]`` with accepted detections replaced by NULs, so that
+        later detectors never combine characters of an earlier match with
+        their surroundings (card digits + a phone number). Offsets are kept."""
+        if not accepted:
+            return text if (ws == 0 and we == len(text)) else text[ws:we]
+        parts: list[str] = []
+        pos = ws
+        for d in accepted:
+            if d.end <= ws:
+                continue
+            if d.start >= we:
+                break
+            a, b = max(d.start, ws), min(d.end, we)
+            parts.append(text[pos:a])
+            parts.append("\x00" * (b - a))
+            pos = b
+        parts.append(text[pos:we])
+        return "".join(parts)
 
     def render(self, text: str, detections: Sequence[Detection]) -> str:
         """Replace ``detections`` (sorted, non-overlapping, within ``text``)
@@ -513,25 +990,83 @@ class Masker:
         Raises:
             MaskingError: text so dense with digit groups that phone numbers
                 cannot be checked within budget (see
-                :class:`~proxy_worker.masking.detectors.PhoneDetector`).
+                :class:`~proxy_worker.masking.phone.PhoneDetector`).
         """
         masked, dets = self._mask_str(text, hint)
         return masked, [Finding(d.entity_type, f"{location}@{d.start}") for d in dets]
 
     # ------------------------------------------------------------------ JSON
 
-    def mask_json_value(self, value: Any, path: str = "$") -> tuple[Any, list[Finding]]:
+    def flag_strings(self, body: bytes) -> set[str] | None:
+        """The string values (and keys) of a UTF-8 JSON document that contain
+        a gate match, found with one pass of the prefilter over the raw bytes.
+
+        JSON strings cannot contain an unescaped ``"`` and no gate matches
+        ``"`` except as its first character (a string's opening quote), so
+        every gate match lies inside one string token (or between tokens,
+        which only adds harmless junk to the set). Simple escapes are
+        mapped to same-length stand-ins before matching (``\\t`` to two tabs,
+        ``\\/`` to ``//``…).
+
+        Returns:
+            The set of decoded strings to scan, or ``None`` when the raw body
+            cannot be trusted to show every gate character (``\\u`` escapes of
+            printable ASCII, NBSP, dashes, full-width forms or non-Latin
+            digits), when a detector has no gate, or without RE2: the caller
+            then scans every string.
+        """
+        if self._always or not self._pf.body_prefilter:
+            return None
+        view = body
+        if b"\\" in body:
+            if _UNSAFE_ESCAPE_RE.search(body):
+                return None
+            view = _SIMPLE_ESCAPE_RE.sub(_escape_view, body)
+        flagged: set[str] = set()
+        close = -1
+        for hs, _he in self._pf.body_hits(view):
+            if hs < close:
+                continue  # inside the string extracted last
+            if body[hs] == 0x22 and not _quote_escaped(body, hs):
+                q = hs  # a gate that may start at a string's opening quote
+                hs += 1
+            else:
+                q = body.rfind(b'"', 0, hs)
+                while q > 0 and _quote_escaped(body, q):
+                    q = body.rfind(b'"', 0, q)
+            if q < 0:
+                continue  # a bare top-level number
+            c = body.find(b'"', hs)
+            while c >= 0 and _quote_escaped(body, c):
+                c = body.find(b'"', c + 1)
+            if c < 0:
+                return None
+            raw = body[q + 1 : c]
+            with contextlib.suppress(ValueError):  # between two strings: structure, no value
+                flagged.add(
+                    raw.decode("utf-8") if b"\\" not in raw else json.loads(b'"' + raw + b'"')
+                )
+            close = c
+        return flagged
+
+    def mask_json_value(
+        self, value: Any, path: str = "$", *, flagged: set[str] | None = None
+    ) -> tuple[Any, list[Finding]]:
         """Mask a parsed JSON value (dict / list / str / int / float / bool / None).
 
-        * string leaves (and object keys) are scanned;
-        * ints (not bools) are scanned as their decimal string and become the
-          masked *string* when something is found (e.g. a card stored as a
-          number); PHONE applies to ints only under a phone-like key
-          (``phone``, ``mobile``, ``tel``, ``fax``, ``cell``, ``msisdn``), since
-          bare integers are usually ids or timestamps; floats, bools and null
-          are left alone;
-        * a key matching a field-name rule has its whole value replaced by
-          ``[REDACTED]`` / ``[REDACTED:xxxxxxxx]`` or, for ``drop``, removed;
+        * string leaves (and object keys) are scanned (only those in
+          ``flagged`` and those under secret-like keys, when ``flagged`` is
+          given: see :meth:`flag_strings`);
+        * ints (not bools) are scanned as their decimal string when their
+          digit count fits a detector and become the masked *string* when
+          something is found (e.g. a card stored as a number); PHONE applies
+          to ints only under a phone-like key (``phone``, ``mobile``, ``tel``,
+          ``fax``, ``cell``, ``msisdn``), since bare integers are usually ids
+          or timestamps; floats, bools and null are left alone;
+        * a key matching a field-name rule, or a node matching a JSONPath
+          rule, has its whole value replaced by ``[REDACTED]`` /
+          ``[REDACTED:xxxxxxxx]`` or, for ``drop``, removed (array elements
+          and the root are replaced instead, so positions stay);
         * masked keys that would collide get a ``~2``, ``~3``… suffix so the
           object keeps its size.
 
@@ -541,80 +1076,34 @@ class Masker:
         Args:
             value: the JSON value.
             path: JSONPath of ``value`` used as prefix in findings.
+            flagged: optional prefilter result (see :meth:`flag_strings`).
 
         Returns:
             ``(masked_value, findings)`` with findings located by JSON path.
 
         Raises:
-            MaskingError: nesting too deep for the recursion limit.
+            MaskingError: nesting too deep for the recursion limit, or text
+                too dense to check for phone numbers.
         """
         findings: list[Finding] = []
+        targets: dict[tuple[Any, ...], str] | None = None
+        if self._json_paths:
+            targets = {}
+            for expr, strategy in self._json_paths:
+                for m in expr.find(value):
+                    tp = _datum_path(m)
+                    targets[tp] = _st.stronger(targets.get(tp, strategy), strategy)
+            if () in targets:
+                findings.append(Finding(FIELD, path))
+                return _st.field_placeholder(targets[()], value, self._key), findings
+            if not targets:
+                targets = None
+        walker = _Walk(self, path, findings, flagged, targets)
         try:
-            new = self._walk(value, path, "", findings)
+            new = walker.value(value, (), (), "")
         except RecursionError:
             raise MaskingError("JSON nested too deeply to mask") from None
         return new, findings
-
-    def _walk(self, value: Any, path: str, hint: str, findings: list[Finding]) -> Any:
-        if isinstance(value, str):
-            masked, dets = self._mask_str(value, hint)
-            for d in dets:
-                findings.append(Finding(d.entity_type, path))
-            return masked
-        if isinstance(value, dict):
-            return self._walk_dict(value, path, findings)
-        if isinstance(value, list):
-            new_items = []
-            changed = False
-            for i, item in enumerate(value):
-                new = self._walk(item, f"{path}[{i}]", hint, findings)
-                changed = changed or new is not item
-                new_items.append(new)
-            return new_items if changed else value
-        if isinstance(value, int) and not isinstance(value, bool) and self._detectors:
-            s = str(value)
-            if len(s) < 6:
-                return value
-            # Bare integers are ids and timestamps far more often than phone
-            # numbers: only treat them as phones under a phone-like key.
-            phones = bool(hint) and _PHONE_KEY_RE.search(hint) is not None
-            dets = self.scan(s, hint, phones=phones)
-            if not dets:
-                return value
-            masked = self.render(s, dets)
-            for d in dets:
-                findings.append(Finding(d.entity_type, path))
-            return masked
-        return value
-
-    def _walk_dict(self, value: dict[Any, Any], path: str, findings: list[Finding]) -> Any:
-        out: dict[Any, Any] = {}
-        changed = False
-        for k, v in value.items():
-            if isinstance(k, str):
-                new_k, kdets = self._mask_str(k)
-                fs = self._fields.get(k.casefold()) if self._fields else None
-            else:
-                new_k, kdets, fs = k, [], None
-            if new_k in out:
-                n = 2
-                while f"{new_k}~{n}" in out:
-                    n += 1
-                new_k = f"{new_k}~{n}"
-            child = _key_path(path, new_k) if isinstance(new_k, str) else f"{path}[{new_k!r}]"
-            for d in kdets:
-                findings.append(Finding(d.entity_type, child))
-            if fs is not None:
-                findings.append(Finding(FIELD, child))
-                changed = True
-                if fs == _st.DROP:
-                    continue
-                out[new_k] = _st.field_placeholder(fs, v, self._key)
-                continue
-            new_v = self._walk(v, child, k if isinstance(k, str) else "", findings)
-            changed = changed or new_v is not v or new_k is not k
-            out[new_k] = new_v
-        return out if changed else value
 
     # ------------------------------------------------------------------ query / form
 
@@ -719,7 +1208,8 @@ class Masker:
             ) from None
 
     def mask_body(self, body: bytes, content_type: str | None) -> MaskResult:
-        """Mask an HTTP body (already content-decoded: no gzip/br/zstd).
+        """Mask an HTTP body (already content-decoded: no gzip/br/zstd, see
+        :func:`~proxy_worker.masking.limits.decode_content`).
 
         Dispatch on the media type of ``content_type``:
 
@@ -736,6 +1226,9 @@ class Masker:
         * ``text/event-stream`` -> ``"sse"``: as a whole stream;
         * ``text/*``, XML, JavaScript, YAML… and unknown or missing types
           that decode -> ``"text"``;
+        * image/audio/video/font/octet-stream/pdf/zip/protobuf… types and
+          bodies that do not decode -> ``"binary"``: refused or passed per
+          ``binary_bodies``;
         * empty body -> ``"empty"``, returned unchanged.
 
         The ``charset`` parameter is honoured (unknown or failing charsets
@@ -747,9 +1240,8 @@ class Masker:
 
         Raises:
             BodyTooLargeError: ``len(body) > max_body_bytes``.
-            BinaryBodyError: image/audio/video/font/octet-stream/pdf/zip/
-                protobuf… types, or a body that decodes neither with its
-                charset nor as UTF-8.
+            BinaryBodyError: a binary or undecodable body and
+                ``binary_bodies == "refuse"``.
             MaskingError: any other failure, e.g. JSON nested beyond the
                 recursion limit or text too dense with digit groups to check
                 for phone numbers (never partially masked output).
@@ -763,12 +1255,19 @@ class Masker:
         if len(body) > self.max_body_bytes:
             raise BodyTooLargeError(len(body), self.max_body_bytes)
         if kind == "binary":
+            if self.binary_bodies == "pass":
+                return MaskResult(body, [], "binary")
             raise BinaryBodyError(f"{media} bodies are not masked")
         if kind == "sse":
             stream = self.sse_stream()
             out = stream.feed(body) + stream.finish()
             return MaskResult(body if out == body else out, stream.findings, "sse")
-        text, enc = self._decode(body, params.get("charset"))
+        try:
+            text, enc = self._decode(body, params.get("charset"))
+        except BinaryBodyError:
+            if self.binary_bodies == "pass":
+                return MaskResult(body, [], "binary")
+            raise
         try:
             if kind == "json":
                 return self._mask_json_body(body, text, enc)
@@ -801,7 +1300,8 @@ class Masker:
             return MaskResult(
                 body if masked is text else self._encode(masked, enc), findings, "text"
             )
-        new, findings = self.mask_json_value(value)
+        flagged = self.flag_strings(body) if enc == "utf-8" else None
+        new, findings = self.mask_json_value(value, flagged=flagged)
         if new is value and not hook.seen:
             return MaskResult(body, findings, "json")
         out = (_BOM if bom else "") + _dumps(new)

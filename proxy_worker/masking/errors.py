@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BinaryBodyError",
     "BodyTooLargeError",
+    "DecompressionError",
     "MaskingConfigError",
     "MaskingError",
 ]
@@ -48,3 +49,17 @@ class MaskingConfigError(MaskingError, ValueError):
     type, a custom pattern that does not compile or matches the empty string,
     an unknown phone region, or a hash strategy with an empty key.
     """
+
+
+class DecompressionError(MaskingError):
+    """A content-encoded body could not be decoded safely: corrupt data, an
+    unsupported or stacked encoding, or a decompression bomb (decoded size
+    past the limit or past the allowed ratio to the encoded size).
+
+    Attributes:
+        reason: ``"corrupt"``, ``"unsupported"``, ``"too_large"`` or ``"ratio"``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -41,9 +41,16 @@ Each complete event is masked as soon as its blank line arrives:
   fields (chat) or the last delta event (Responses; note its
   ``sequence_number`` is repeated).
 
-Limits: a single sensitive token longer than :data:`HOLD_BACK` characters
-(e.g. an e-mail address inside a long URL) may be emitted partly unmasked, and
-values split across *generic* (non-delta) events are not reassembled.
+Hold-back bound: at most :data:`HOLD_BACK` (4096) characters of one delta
+stream are withheld, which is the longest span of any built-in detector
+(``max_span``: PEM private keys and JWT/bearer tokens up to 4096 characters;
+e-mail addresses about 640; cards, phones, IBANs, SSNs 64 or less). In
+practice prose flows word by word: only the trailing whitespace-free run
+(plus preceding digit or IBAN-like groups) is held, and an unfinished PEM
+block from its ``-----BEGIN`` line. Limits: a single token longer than
+:data:`HOLD_BACK`, and custom patterns or deny-list phrases longer than it,
+may be emitted partly unmasked; values split across *generic* (non-delta)
+events are not reassembled.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from .detectors import Detection
 from .engine import Finding, _dumps, _DupKeys
 from .errors import BodyTooLargeError, MaskingError
+from .secrets import PEM_MAX_CHARS, TOKEN_MAX_CHARS, open_pem_start
 
 if TYPE_CHECKING:
     from .engine import Masker
@@ -63,10 +71,10 @@ if TYPE_CHECKING:
 __all__ = ["HOLD_BACK", "SSEStreamMasker", "safe_cut"]
 
 #: Maximum number of characters of a delta text stream withheld while waiting
-#: to see whether the tail completes a sensitive value. 64 covers e-mail
-#: local parts (RFC 5321 limit 64), E.164 phone numbers with separators and
-#: extensions, 19-digit card numbers and 34-character IBANs in 4-groups.
-HOLD_BACK = 64
+#: to see whether the tail completes a sensitive value: the longest
+#: ``max_span`` of the built-in detectors (:data:`~.secrets.PEM_MAX_CHARS`,
+#: :data:`~.secrets.TOKEN_MAX_CHARS`), so any built-in detection fits in it.
+HOLD_BACK = max(PEM_MAX_CHARS, TOKEN_MAX_CHARS)
 
 _CONTEXT_CHARS = 48  # raw text before the pending tail, keyword context (e.g. "SSN:")
 _EOL_RE = re.compile(rb"[\r\n]")
@@ -100,7 +108,9 @@ def safe_cut(text: str, detections: list[Detection]) -> int:
         ``cut`` with ``len(text) - HOLD_BACK <= cut <= len(text)``, not strictly
         inside any detection, at or before the start of the trailing
         whitespace-free run and of preceding single-space-separated
-        digit/IBAN-like groups (unless that would exceed :data:`HOLD_BACK`).
+        digit/IBAN-like groups and at or before the start of a PEM private
+        key block without its END line (unless that would exceed
+        :data:`HOLD_BACK`).
     """
     n = len(text)
     floor = max(0, n - HOLD_BACK)
@@ -114,6 +124,9 @@ def safe_cut(text: str, detections: list[Detection]) -> int:
         if not _groupish(text[k : i - 1]):
             break
         i = k
+    pem = open_pem_start(text)
+    if pem is not None and pem >= floor:
+        i = min(i, pem)
     cut = i
     for d in detections:
         if d.start < cut < d.end:

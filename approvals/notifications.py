@@ -1,0 +1,180 @@
+"""What approvers are told about a new approval request, per channel.
+
+Pure builders (payloads, messages, recipients) plus :func:`post_json`, the one outbound
+HTTP call. The Celery tasks in :mod:`approvals.tasks` send them; nothing here runs on the
+data path. Everything quoted from the request was masked by the worker; credentials were
+removed from its headers, and headers are not sent at all.
+
+Channels (on the access rule):
+
+* ``notify_webhook_url``: ``POST`` of :func:`webhook_payload` as JSON;
+* ``notify_slack_url``: a Slack incoming-webhook message (:func:`slack_payload`),
+  which Mattermost and Rocket.Chat accept too;
+* ``notify_email``: one e-mail per member of the approver group with an address (the
+  agent's owner excluded, as they may not decide).
+"""
+
+from __future__ import annotations
+
+import httpx
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from approvals.models import ApprovalRequest
+from approvals.permissions import approver_group_name
+from controlplane.roles import APPROVER
+
+#: Characters of the masked body quoted in notifications.
+PREVIEW_CHARS = 500
+#: Seconds an outbound notification call may take.
+HTTP_TIMEOUT = 10.0
+
+
+class NotifyError(Exception):
+    """A notification could not be delivered."""
+
+
+class RetryableNotifyError(NotifyError):
+    """Delivery failed in a way worth retrying (network error, 429, 5xx)."""
+
+
+def approval_page_url(req: ApprovalRequest) -> str:
+    """Absolute URL of the request's approval page (``SITE_URL`` + path)."""
+    return settings.SITE_URL + reverse("approvals:detail", args=[req.id])
+
+
+def preview(req: ApprovalRequest, limit: int = PREVIEW_CHARS) -> str:
+    """The masked body cut to ``limit`` characters (``…`` when cut)."""
+    body = req.body or ""
+    return body if len(body) <= limit else body[:limit] + "…"
+
+
+def webhook_payload(req: ApprovalRequest) -> dict:
+    """The generic webhook's JSON document (``event`` = ``approval.requested``).
+
+    Shape: ``{"event", "approval_id", "approval_url", "status", "mode", "method", "url"
+    (masked), "body_preview" (masked), "agent": {"id", "name", "owner"}, "target":
+    {"id", "slug"}, "rule": {"id", "name", "reason"}, "approver_group",
+    "required_approvals", "requested_at", "deadline" (ISO 8601, UTC)}``.
+    """
+    agent = req.agent
+    return {
+        "event": "approval.requested",
+        "approval_id": str(req.id),
+        "approval_url": approval_page_url(req),
+        "status": req.status,
+        "mode": req.mode,
+        "method": req.method,
+        "url": req.url,
+        "body_preview": preview(req),
+        "agent": {
+            "id": req.agent_id,
+            "name": agent.name if agent else None,
+            "owner": agent.owner.get_username() if agent and agent.owner else None,
+        },
+        "target": {"id": req.target_id, "slug": req.target.slug if req.target else None},
+        "rule": {
+            "id": req.rule_id,
+            "name": req.rule.name if req.rule else None,
+            "reason": req.reason,
+        },
+        "approver_group": approver_group_name(req),
+        "required_approvals": req.required_approvals,
+        "requested_at": req.requested_at.isoformat(),
+        "deadline": req.deadline.isoformat(),
+    }
+
+
+def _slack_escape(text: str) -> str:
+    """Escape Slack mrkdwn control characters (``&``, ``<``, ``>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_payload(req: ApprovalRequest) -> dict:
+    """A Slack incoming-webhook message: summary, masked preview, link to the page."""
+    url = approval_page_url(req)
+    agent = req.agent.name if req.agent else "(deleted agent)"
+    summary = (
+        f"*Approval needed* ({req.required_approvals} approver"
+        f"{'s' if req.required_approvals != 1 else ''}, by "
+        f"{req.deadline:%H:%M:%S} UTC): agent *{_slack_escape(agent)}* wants "
+        f"`{_slack_escape(req.method)} {_slack_escape(req.url[:300])}`"
+    )
+    if req.reason:
+        summary += f"\nRule: {_slack_escape(req.reason)}"
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": summary}}]
+    body = preview(req, 300)
+    if body:
+        fenced = _slack_escape(body).replace("```", "'''")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{fenced}```"}})
+    blocks.append(
+        {
+            "type": "actions",
+            "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": "Review"}, "url": url}
+            ],
+        }
+    )
+    return {
+        "text": f"Approval needed: {req.method} {req.url[:200]} by {agent} <{url}|review>",
+        "blocks": blocks,
+    }
+
+
+def email_recipients(req: ApprovalRequest) -> list[str]:
+    """Addresses of active approvers in the request's group, minus the agent's owner."""
+    users = (
+        get_user_model()
+        .objects.filter(is_active=True, groups__name=approver_group_name(req))
+        .filter(groups__name=APPROVER)
+        .exclude(email="")
+        .distinct()
+    )
+    if req.agent_id and req.agent and req.agent.owner_id:
+        users = users.exclude(pk=req.agent.owner_id)
+    return sorted({u.email for u in users})
+
+
+def email_message(req: ApprovalRequest) -> tuple[str, str]:
+    """``(subject, plain-text body)`` of the approval e-mail."""
+    agent = req.agent.name if req.agent else "(deleted agent)"
+    subject = f"[Gatehouse] Approval needed: {req.method} {req.url[:80]}"
+    rule = req.rule.name if req.rule else "(deleted)"
+    lines = [
+        f"Agent {agent} sent a request that needs approval "
+        f"({req.required_approvals} approver{'s' if req.required_approvals != 1 else ''}).",
+        "",
+        f"Request: {req.method} {req.url}",
+        f"Rule: {rule}" + (f" ({req.reason})" if req.reason else ""),
+        f"Deadline: {req.deadline:%Y-%m-%d %H:%M:%S} UTC",
+        "",
+        "Masked body preview:",
+        preview(req) or "(no body)",
+        "",
+        f"Review it: {approval_page_url(req)}",
+    ]
+    return subject, "\n".join(lines)
+
+
+def post_json(url: str, payload: dict) -> int:
+    """POST ``payload`` as JSON to ``url``; returns the status code (2xx).
+
+    Raises :class:`RetryableNotifyError` on network errors, 429 and 5xx, and
+    :class:`NotifyError` on other non-2xx answers (retrying would not help).
+    """
+    try:
+        r = httpx.post(
+            url,
+            json=payload,
+            timeout=HTTP_TIMEOUT,
+            headers={"User-Agent": "Gatehouse-approvals/1"},
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as e:
+        raise RetryableNotifyError(f"{url}: {type(e).__name__}: {e}") from e
+    if r.status_code == 429 or r.status_code >= 500:
+        raise RetryableNotifyError(f"{url}: HTTP {r.status_code}")
+    if not 200 <= r.status_code < 300:
+        raise NotifyError(f"{url}: HTTP {r.status_code}")
+    return r.status_code

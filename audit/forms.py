@@ -1,0 +1,133 @@
+"""The auditor's search form: filters and full-text search over recorded exchanges."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.postgres.search import SearchQuery
+from django.db.models import QuerySet
+
+from approvals.models import Decision
+from audit.models import Exchange
+from controlplane.models import Agent, Target
+from proxy_worker.masking import ENTITY_TYPES
+
+DECISION_FILTERS = [
+    ("", "any"),
+    ("allowed", "allowed"),
+    ("masked", "masked (allowed or approved, with findings)"),
+    ("denied", "denied by a rule"),
+    ("approved", "approved"),
+    ("approval_denied", "approval denied"),
+    ("expired", "approval expired"),
+    ("error", "error"),
+]
+
+_DT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
+_WORD = re.compile(r"[^\W_]+")
+
+
+def search_query(text: str) -> SearchQuery | None:
+    """A ``simple``-configuration query for the words of ``text``; ``None`` if it has none.
+
+    Words are split on every non-alphanumeric character, as the indexed document is
+    (:data:`audit.models.SEARCH_DOCUMENT_SQL`), so ``orders.json`` finds URLs containing
+    ``orders`` and ``json``; all words must occur. Text in double quotes must occur as
+    a phrase (adjacent words in that order).
+    """
+    text = text.strip()
+    phrase = len(text) > 1 and text.startswith('"') and text.endswith('"')
+    words = _WORD.findall(text)
+    if not words:
+        return None
+    return SearchQuery(
+        " ".join(words), config="simple", search_type="phrase" if phrase else "plain"
+    )
+
+
+class DateTimeLocalInput(forms.DateTimeInput):
+    input_type = "datetime-local"
+
+    def __init__(self) -> None:
+        super().__init__(format="%Y-%m-%dT%H:%M")
+
+
+class SearchForm(forms.Form):
+    """Every field is optional; :meth:`queryset` applies the ones given (all must match).
+
+    Times are UTC. ``decision=masked`` means allowed or approved exchanges in which the
+    masking engine found something.
+    """
+
+    q = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Words",
+        help_text='In the URL or the masked bodies; "quoted words" as a phrase',
+    )
+    start = forms.DateTimeField(
+        required=False, input_formats=_DT_FORMATS, widget=DateTimeLocalInput(), label="From"
+    )
+    end = forms.DateTimeField(
+        required=False, input_formats=_DT_FORMATS, widget=DateTimeLocalInput(), label="To"
+    )
+    agent = forms.ModelChoiceField(Agent.objects.order_by("name"), required=False)
+    target = forms.ModelChoiceField(Target.objects.order_by("slug"), required=False)
+    decision = forms.ChoiceField(choices=DECISION_FILTERS, required=False)
+    status = forms.IntegerField(required=False, min_value=100, max_value=599, label="Status")
+    approver = forms.ModelChoiceField(
+        get_user_model().objects.filter(approval_decisions__isnull=False).distinct(),
+        required=False,
+        to_field_name="username",
+    )
+    entity_type = forms.ChoiceField(
+        choices=[("", "any")] + [(t, t) for t in ENTITY_TYPES],
+        required=False,
+        label="Masked type",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end and start > end:
+            raise forms.ValidationError("'From' is after 'To'.")
+        return data
+
+    def params(self) -> dict[str, str]:
+        """The submitted filters as strings (to store with an export job)."""
+        return {k: str(v) for k, v in self.data.items() if k in self.fields and v not in ("", None)}
+
+    def queryset(self) -> QuerySet[Exchange]:
+        """Matching exchanges, newest first. Call after ``is_valid()``."""
+        d = self.cleaned_data
+        qs = Exchange.objects.all()
+        query = search_query(d.get("q") or "")
+        if query is not None:
+            qs = qs.filter(search_vector=query)
+        if d.get("start"):
+            qs = qs.filter(started_at__gte=d["start"])
+        if d.get("end"):
+            qs = qs.filter(started_at__lte=d["end"])
+        if d.get("agent"):
+            qs = qs.filter(agent=d["agent"])
+        if d.get("target"):
+            qs = qs.filter(target=d["target"])
+        decision = d.get("decision")
+        if decision == "masked":
+            qs = qs.filter(decision__in=["allowed", "approved"]).exclude(finding_types=[])
+        elif decision:
+            qs = qs.filter(decision=decision)
+        if d.get("status") is not None:
+            qs = qs.filter(status_code=d["status"])
+        if d.get("approver"):
+            decided = Decision.objects.filter(user=d["approver"]).values("approval_request_id")
+            qs = qs.filter(approval_id__in=decided)
+        if d.get("entity_type"):
+            qs = qs.filter(finding_types__contains=[d["entity_type"]])
+        return qs.order_by("-started_at", "-id")
+
+    def has_filters(self) -> bool:
+        return any(v not in (None, "") for v in getattr(self, "cleaned_data", {}).values())
