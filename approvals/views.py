@@ -34,17 +34,20 @@ def visible_requests(user) -> QuerySet[ApprovalRequest]:
     return (
         ApprovalRequest.objects.filter(visible_q(user))
         .select_related("agent__owner", "target__approver_group", "rule__approver_group")
-        .prefetch_related(
-            Prefetch("decisions", queryset=Decision.objects.select_related("user"))
-        )
+        .prefetch_related(Prefetch("decisions", queryset=Decision.objects.select_related("user")))
     )
 
 
 def _get_request_for_user(request: HttpRequest, approval_id: uuid.UUID) -> ApprovalRequest:
-    """The approval request if the user may see it; 404 otherwise (ids are not disclosed)."""
+    """The approval request if the user may see it: 404 when there is none, 403 when it
+    belongs to an approver group the user is not in (ids are random UUIDs)."""
     req = visible_requests(request.user).filter(pk=approval_id).first()
-    if req is None or not can_view(request.user, req):
+    if req is None:
+        if ApprovalRequest.objects.filter(pk=approval_id).exists():
+            raise PermissionDenied("you are not in this request's approver group")
         raise Http404("no such approval request")
+    if not can_view(request.user, req):
+        raise PermissionDenied("you are not in this request's approver group")
     return req
 
 
@@ -106,8 +109,8 @@ def decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     """Approve, deny or approve with a grant (:class:`~approvals.forms.DecideForm`).
 
     400 for an invalid form, 403 when the user may not decide (not in the group, owns
-    the agent, already decided, request settled or expired), 404 when they may not see
-    the request. Answers the updated row to htmx, else redirects to the detail page.
+    the agent, already decided, request settled or expired), 404 for an unknown id.
+    Answers the updated row to htmx, else redirects to the detail page.
     """
     req = _get_request_for_user(request, approval_id)
     form = DecideForm(request.POST)
@@ -167,13 +170,20 @@ def grants(request: HttpRequest) -> HttpResponse:
 @role_required(APPROVER)
 @require_POST
 def revoke_grant(request: HttpRequest, grant_id: int) -> HttpResponse:
-    """Revoke a grant at once (workers get a new snapshot); 404 when not visible."""
+    """Revoke a grant at once (workers get a new snapshot); 404 when there is no such
+    grant, 403 when it belongs to an approver group the user is not in."""
     grant = (
-        Grant.objects.select_related("target__approver_group", "approval_request")
+        Grant.objects.select_related(
+            "target__approver_group",
+            "approval_request__rule__approver_group",
+            "approval_request__target__approver_group",
+        )
         .filter(pk=grant_id)
         .first()
     )
-    if grant is None or not can_view_grant(request.user, grant):
+    if grant is None:
         raise Http404("no such grant")
+    if not can_view_grant(request.user, grant):
+        raise PermissionDenied("you are not in this grant's approver group")
     do_revoke_grant(grant, acting_user=request.user)
     return redirect("approvals:grants")

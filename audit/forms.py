@@ -31,21 +31,25 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def search_query(text: str) -> SearchQuery | None:
-    """A ``simple``-configuration query for the words of ``text``; ``None`` if it has none.
+    """A ``simple``-configuration query for ``text``; ``None`` if it has no word.
 
-    Words are split on every non-alphanumeric character, as the indexed document is
-    (:data:`audit.models.SEARCH_DOCUMENT_SQL`), so ``orders.json`` finds URLs containing
-    ``orders`` and ``json``; all words must occur. Text in double quotes must occur as
-    a phrase (adjacent words in that order).
+    The indexed document (:data:`audit.models.SEARCH_DOCUMENT_SQL`) splits the URL at
+    every separator but parses bodies as they are, so the query matches either form:
+    ``orders.json`` finds a URL containing ``orders`` and ``json`` *or* a body holding
+    the token ``orders.json``. All words must occur; text in double quotes must occur
+    as a phrase (adjacent words in that order).
     """
     text = text.strip()
     phrase = len(text) > 1 and text.startswith('"') and text.endswith('"')
     words = _WORD.findall(text)
     if not words:
         return None
-    return SearchQuery(
-        " ".join(words), config="simple", search_type="phrase" if phrase else "plain"
-    )
+    kind = "phrase" if phrase else "plain"
+    split = SearchQuery(" ".join(words), config="simple", search_type=kind)
+    raw = text.strip('"')
+    if raw == " ".join(words):
+        return split
+    return split | SearchQuery(raw, config="simple", search_type=kind)
 
 
 class DateTimeLocalInput(forms.DateTimeInput):

@@ -23,12 +23,13 @@ from controlplane.models import AccessRule, Agent, Target
 SEARCH_TEXT_LIMIT = 100_000
 
 
-#: Separators PostgreSQL's default text-search parser would otherwise keep inside one
-#: token: it reads ``/customers/orders.json`` as a single ``url_path`` lexeme and
-#: ``ana@example.com`` as one ``email`` lexeme, so a word inside a URL, a path or an
-#: address would not be found. They are translated to spaces before parsing
-#: (``translate`` is several times cheaper than ``regexp_replace`` at ingest).
-SEARCH_SEPARATORS = "/.-_:@?=&+#~\\"
+#: Separators PostgreSQL's default text-search parser keeps inside one token: it reads
+#: ``/customers/orders.json`` as a single ``url_path`` lexeme, so a word of a URL would
+#: not be found (and ``<…>`` would be skipped as an HTML tag). In the URL they are translated to spaces before parsing; bodies are
+#: parsed as they are (``translate`` over whole bodies cost more than the rest of the
+#: ingest together), so a path or an address inside a body is one lexeme there, which
+#: :func:`audit.forms.search_query` also searches for.
+SEARCH_SEPARATORS = "/.-_:@?=&+#~<>"
 
 
 def _text_sql(column: str) -> str:
@@ -37,12 +38,12 @@ def _text_sql(column: str) -> str:
 
 #: The stored generated ``search_vector`` column: ``simple`` configuration (no stemming,
 #: no stop words: placeholders, identifiers and any language are matched as written)
-#: over the URL and both bodies. Every function used is immutable, as a generated
-#: column requires. :func:`audit.forms.search_query` splits queries the same way.
+#: over the URL (split at :data:`SEARCH_SEPARATORS`) and both bodies. Every function
+#: used is immutable, as a generated column requires.
 SEARCH_DOCUMENT_SQL = (
-    "to_tsvector('simple'::regconfig, translate("
-    + " || ' ' || ".join(_text_sql(c) for c in ("url", "request_body", "response_body"))
-    + f", '{SEARCH_SEPARATORS}', '{' ' * len(SEARCH_SEPARATORS)}'))"
+    "to_tsvector('simple'::regconfig, "
+    f"translate({_text_sql('url')}, '{SEARCH_SEPARATORS}', '{' ' * len(SEARCH_SEPARATORS)}')"
+    f" || ' ' || {_text_sql('request_body')} || ' ' || {_text_sql('response_body')})"
 )
 
 DECISION_CHOICES = [

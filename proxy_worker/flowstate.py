@@ -46,6 +46,10 @@ class FlowState:
     request_url_record: str | None = None
     #: Masked response body to record, set by ResponseMasking; ``None`` = not masked yet.
     response_record: bytes | None = None
+    #: Entity types the target's maskers covered in each direction; the Recorder masks
+    #: the record again for every default type missing here (nothing unmasked is stored).
+    request_covered: frozenset[str] = frozenset()
+    response_covered: frozenset[str] = frozenset()
     #: The streaming masker (``proxy_worker.streaming.MaskedStream``) when streamed.
     stream: Any = None
     #: Set once the exchange has been handed to the recorder (response or error hook).

@@ -255,10 +255,32 @@ class ControlPlaneLink:
             phone_regions=self._phone_regions,
             max_body_bytes=max_mask_bytes,
         )
+        self._record_maskers: dict[frozenset[str], Masker] = {}
         self.redis_ok = False
         self._waiters: dict[str, asyncio.Future[DecisionMessage]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+
+    def record_masker_for(self, covered: frozenset[str]) -> Masker | None:
+        """A masker for the record-side types that ``covered`` (a target masker's entity
+        types) lacks, or ``None`` when the target's masking already covered them all.
+
+        The Recorder runs it over what the target's rules produced, so a type no rule
+        asked for (a secret, an IBAN) is still never stored. Cached per missing set.
+        """
+        missing = frozenset(RECORD_ENTITY_TYPES) - covered
+        if not missing:
+            return None
+        masker = self._record_maskers.get(missing)
+        if masker is None:
+            masker = Masker(
+                [MaskingRule(id=0, name="record", entity_types=sorted(missing))],
+                hash_key=self._masking_key,
+                phone_regions=self._phone_regions,
+                max_body_bytes=self._max_mask_bytes,
+            )
+            self._record_maskers[missing] = masker
+        return masker
 
     # -- lifecycle ---------------------------------------------------------------------
 

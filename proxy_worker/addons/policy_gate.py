@@ -27,6 +27,22 @@ log = logging.getLogger("gatehouse.policy_gate")
 AGENT_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization")
 
 
+def _drop_headers_carrying(headers, credentials: list[str]) -> None:
+    """Remove every header whose value contains one of the agent's ``credentials``.
+
+    Agents (or their SDKs) sometimes repeat the token in ``X-Api-Key``, a cookie or a
+    custom header; Gatehouse tokens are for Gatehouse only and never go upstream.
+    Credentials shorter than 16 characters are ignored (no real token is that short, and
+    short strings would match innocent values).
+    """
+    secrets = [c for c in credentials if c and len(c) >= 16]
+    if not secrets:
+        return
+    for name in {k.lower() for k in headers}:
+        if any(sec in v for v in headers.get_all(name) for sec in secrets):
+            del headers[name]
+
+
 class PolicyGate:
     """Decides allow / deny / approve for each request from the current policy snapshot."""
 
@@ -78,9 +94,10 @@ class PolicyGate:
 
         headers = flow.request.headers
         forward = is_forward(flow)
+        presented = self._credentials(flow, forward)
         result = await self.authenticator.authenticate(
             policy,
-            self._credentials(flow, forward),
+            presented,
             (flow.client_conn.peername or ("", 0))[0],
         )
         agent = result.agent
@@ -98,6 +115,7 @@ class PolicyGate:
         st.agent = agent
         for name in AGENT_CREDENTIAL_HEADERS:
             headers.pop(name, None)
+        _drop_headers_carrying(headers, presented)
         st.session_key = headers.pop(SESSION_HEADER, "")[:200]
 
         if forward:

@@ -1,15 +1,17 @@
 """Recorder: emit one audit exchange per finished flow (last addon in the chain).
 
-What it records is masked: bodies masked by the target's rules when it has them, and
-otherwise (no rule for that direction, or a request refused before masking) masked here
-with every built-in detector, so no unmasked payload is ever stored. Credentials are
+What it records is masked: bodies masked by the target's rules when it has them, then
+masked again here for every default entity type those rules did not cover
+(:meth:`ControlPlaneLink.record_masker_for`); without target masking (no rule for that
+direction, or a request refused before masking) masked here with every default type. So
+no unmasked payload is ever stored, whatever the target's rules ask for on the wire. Credentials are
 removed from headers by :func:`proxy_worker.recording.safe_headers`.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mitmproxy import http
 
@@ -45,6 +47,17 @@ def fallback_mask_url(masker: Masker, request: http.Request) -> str:
     return masked_path + (f"?{q}" if q else "")
 
 
+def remask_url(masker: Masker, url: str) -> str:
+    """``url`` (already masked by a target's rules) with path and query masked again."""
+    parts = urlsplit(url)
+    path, _ = masker.mask_text(parts.path, location="path")
+    query = parts.query
+    if query:
+        pairs, _ = masker.mask_query(parse_qsl(query, keep_blank_values=True))
+        query = urlencode(pairs)
+    return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
+
+
 class Recorder:
     """Builds the :class:`~proxy_worker.contract.ExchangeMessage` and hands it to the link."""
 
@@ -53,7 +66,13 @@ class Recorder:
 
     def _request_record(self, flow: http.HTTPFlow, st: FlowState) -> tuple[str, bytes]:
         if st.request_record is not None and st.request_url_record is not None:
-            return st.request_url_record, st.request_record
+            extra = self.link.record_masker_for(st.request_covered)
+            if extra is None:
+                return st.request_url_record, st.request_record
+            body, _ = fallback_mask_body(
+                extra, st.request_record, flow.request.headers.get("content-type")
+            )
+            return remask_url(extra, st.request_url_record), body
         masker = self.link.record_masker
         url = fallback_mask_url(masker, flow.request)
         if st.target is not None:
@@ -67,7 +86,13 @@ class Recorder:
 
     def _response_record(self, flow: http.HTTPFlow, st: FlowState) -> bytes:
         if st.response_record is not None:
-            return st.response_record
+            extra = self.link.record_masker_for(st.response_covered)
+            if extra is None or flow.response is None:
+                return st.response_record
+            body, _ = fallback_mask_body(
+                extra, st.response_record, flow.response.headers.get("content-type")
+            )
+            return body
         if flow.response is None:
             return b""
         try:

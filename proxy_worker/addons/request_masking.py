@@ -94,4 +94,5 @@ class RequestMasking:
         else:
             st.request_record = b""
         st.request_url_record = flow.request.pretty_url
+        st.request_covered = frozenset(masker.entity_types)
         st.request_findings = summarise(findings)

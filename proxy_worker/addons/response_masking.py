@@ -54,6 +54,7 @@ class ResponseMasking:
         assert resp is not None
         ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
         encoding = resp.headers.get("content-encoding", "")
+        state_of(flow).response_covered = frozenset(masker.entity_types)
         if ctype in STREAMED_TYPES and encoding.strip().lower() in STREAM_DECODABLE:
             stream = MaskedStream(masker.sse_stream(), encoding)
             state_of(flow).stream = stream
@@ -109,6 +110,7 @@ class ResponseMasking:
             st.response_record = b""
             return
         result = masker.mask_body(body, resp.headers.get("content-type"))
+        st.response_covered = frozenset(masker.entity_types)
         if result.handler == "binary":  # the target passes binary bodies, as sent
             st.response_record = f"[binary body: {len(body)} bytes]".encode()
             return

