@@ -24,11 +24,11 @@ SEARCH_TEXT_LIMIT = 100_000
 
 
 #: Separators PostgreSQL's default text-search parser keeps inside one token: it reads
-#: ``/customers/orders.json`` as a single ``url_path`` lexeme, so a word of a URL would
-#: not be found (and ``<…>`` would be skipped as an HTML tag). In the URL they are translated to spaces before parsing; bodies are
-#: parsed as they are (``translate`` over whole bodies cost more than the rest of the
-#: ingest together), so a path or an address inside a body is one lexeme there, which
-#: :func:`audit.forms.search_query` also searches for.
+#: ``/customers/orders.json`` as a single ``url_path`` lexeme (and skips ``<…>`` as an
+#: HTML tag), so a word of a URL would not be found. In the URL they are translated to
+#: spaces before parsing; bodies are parsed as they are (``translate`` over whole bodies
+#: cost more than the rest of the ingest together), so a path or an address inside a
+#: body is one lexeme there, which :func:`audit.forms.search_query` also searches for.
 SEARCH_SEPARATORS = "/.-_:@?=&+#~<>"
 
 

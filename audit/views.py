@@ -25,6 +25,7 @@ from audit import exports, jobs
 from audit.chain import appending, describe_actor
 from audit.forms import SearchForm
 from audit.models import AuditJob, ChainHead, ChainRecord, Exchange, Session
+from audit.search import fetch_page
 from controlplane.roles import AUDITOR, role_required
 from controlplane.text import pretty_json
 
@@ -170,14 +171,7 @@ def search(request: HttpRequest) -> HttpResponse:
     except ValueError:
         page = 1
     if form.is_bound and form.is_valid():
-        start = (page - 1) * SEARCH_PAGE_SIZE
-        rows = list(
-            form.queryset()
-            .select_related("agent", "target")
-            .defer("request_body", "response_body", "request_headers", "response_headers")[
-                start : start + SEARCH_PAGE_SIZE + 1
-            ]
-        )
+        rows = fetch_page(form.queryset(), (page - 1) * SEARCH_PAGE_SIZE, SEARCH_PAGE_SIZE + 1)
         has_next = len(rows) > SEARCH_PAGE_SIZE
         rows = rows[:SEARCH_PAGE_SIZE]
     query = request.GET.copy()

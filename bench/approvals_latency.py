@@ -16,7 +16,8 @@ signed in as ``approver``, then for each of ``--requests`` wait-mode requests me
 * **release**: from the approver's click on *Approve* (timestamped in the browser, in
   a capture-phase listener) until the request arrives at the upstream (timestamped by
   the in-process upstream), i.e. htmx POST -> decide -> Redis publish -> worker ->
-  upstream.
+  upstream; "click -> published" is the part up to the decision's pub/sub message
+  (received by this process), the rest is the worker resuming and forwarding.
 
 Browser, benchmark and upstream share the machine's clock (all on 127.0.0.1). Requests
 are sequential, one held at a time. Prints p50/p95/max in milliseconds.
@@ -25,6 +26,7 @@ are sequential, one held at a time. Prints p50/p95/max in milliseconds.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import threading
 import time
@@ -73,8 +75,20 @@ def main() -> None:
     )
     from playwright.sync_api import sync_playwright
 
+    from controlplane.redis import client, keys
+
+    published: dict[str, float] = {}  # approval id -> when its decision was published
+    pubsub = client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys().decisions_channel)
+
+    def listen() -> None:
+        for msg in pubsub.listen():
+            published[json.loads(msg["data"])["approval_id"]] = time.time()
+
+    threading.Thread(target=listen, daemon=True).start()
     appear: list[float] = []
     release: list[float] = []
+    to_publish: list[float] = []
     agent = httpx.Client(timeout=90, headers={"Authorization": f"Bearer {env.token}"})
     try:
         with sync_playwright() as p:
@@ -117,6 +131,9 @@ def main() -> None:
                 if i >= 3:
                     appear.append(seen_at - sent * 1000)
                     release.append(arrived * 1000 - clicked_at)
+                    to_publish.append(
+                        published[row_id.removeprefix("approval-")] * 1000 - clicked_at
+                    )
                 page.wait_for_timeout(100)
             browser.close()
     finally:
@@ -126,6 +143,7 @@ def main() -> None:
     for name, values in (
         ("appear (proxy -> browser row)", appear),
         ("release (click -> upstream)", release),
+        ("  of which click -> published", to_publish),
     ):
         print(
             f"{name:32s} p50 {percentile(values, 50):7.1f} ms"

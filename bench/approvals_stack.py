@@ -146,7 +146,11 @@ def start_stack(
         }
     )
     stack = Stack(ports=ports, env=env, log_dir=tmp / "log", customers_db=tmp / "none.db")
-    stack.start(names)
+    try:
+        stack.start(names)
+    except Exception:
+        stack.stop()  # never leave half a stack running
+        raise
     import httpx
 
     token = token_file.read_text().strip()

@@ -271,7 +271,10 @@ class ExchangeMessage:
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Every field holds plain JSON values (no nested dataclass), so the instance
+        # dict serialises exactly like ``asdict`` (field order kept) without deep-copying
+        # headers and findings first (once per exchange, on the proxy's hot path).
+        return json.dumps(self.__dict__, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ExchangeMessage:

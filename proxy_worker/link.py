@@ -260,6 +260,9 @@ class ControlPlaneLink:
         self._waiters: dict[str, asyncio.Future[DecisionMessage]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        #: Exchanges waiting for the next pipelined flush, with their callers' futures.
+        self._outbox: list[tuple[str, asyncio.Future[BaseException | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def record_masker_for(self, covered: frozenset[str]) -> Masker | None:
         """A masker for the record-side types that ``covered`` (a target masker's entity
@@ -301,6 +304,9 @@ class ControlPlaneLink:
         Deleting the heartbeat on a clean stop lets the control plane mark the requests
         this worker still held ``abandoned`` at its next sweep instead of after the TTL.
         """
+        if self._flusher is not None:  # exchanges already queued still go out first
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -549,9 +555,7 @@ class ControlPlaneLink:
         try:
             return replace(slot, decision=DecisionMessage.from_json(raw))
         except ContractError as e:
-            raise ControlPlaneUnavailable(
-                f"unreadable decision for {slot.approval_id}: {e}"
-            ) from e
+            raise ControlPlaneUnavailable(f"unreadable decision for {slot.approval_id}: {e}") from e
 
     async def claim_deferred(
         self, agent_id: int, fingerprint: str, slot: DeferredSlot, ttl: float
@@ -637,24 +641,59 @@ class ControlPlaneLink:
     async def record_exchange(self, msg: ExchangeMessage) -> None:
         """Append a finished exchange to the exchanges stream, or spool it locally.
 
-        Never raises for a Redis failure: the entry goes to the spool file and is drained
-        later. Ingest is idempotent on ``exchange_id``, so a drain that is cut off and
-        repeated duplicates nothing in the database.
+        Returns once the entry is in Redis or in the (fsync'd) spool file, so an answered
+        request is always recorded. Exchanges finishing together share one pipelined
+        round trip (:meth:`_flush_exchanges`). Never raises for a Redis failure: the
+        entry goes to the spool file and is drained later. Ingest is idempotent on
+        ``exchange_id``, so a drain that is cut off and repeated duplicates nothing in
+        the database.
         """
         data = msg.to_json()
         if self.redis_ok or not self.spool_path.exists():
-            try:
-                await self.redis.xadd(
+            fut: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+            self._outbox.append((data, fut))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(
+                    self._flush_exchanges(), name="gatehouse-exchanges"
+                )
+            error = await fut  # a cancelled caller's exchange is still sent
+            if error is None:
+                return
+            log.warning("spooling exchange %s: %s", msg.exchange_id, error)
+            self.redis_ok = False
+        self._spool(data)
+
+    async def _flush_exchanges(self) -> None:
+        """Send queued exchanges, one pipeline (``XADD`` each) per round trip.
+
+        Whatever queues while a pipeline is in flight goes in the next one, so under
+        load a round trip carries many exchanges and at low load each goes at once. Each
+        waiting :meth:`record_exchange` learns its own outcome (``None`` or the error).
+        """
+        # Let every exchange that finishes in this event-loop pass join the first batch.
+        await asyncio.sleep(0)
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            pipe = self.redis.pipeline(transaction=False)
+            for data, _fut in batch:
+                pipe.xadd(
                     self.keys.exchanges_stream,
                     {"data": data},
                     maxlen=STREAM_MAXLEN,
                     approximate=True,
                 )
-                return
+            try:
+                results: list = await pipe.execute(raise_on_error=False)
             except (RedisError, OSError) as e:
-                log.warning("spooling exchange %s: %s", msg.exchange_id, e)
-                self.redis_ok = False
-        self._spool(data)
+                results = [e] * len(batch)
+            except BaseException as e:  # cancelled at shutdown: the callers spool
+                for _data, fut in batch:
+                    if not fut.done():
+                        fut.set_result(RedisError(f"exchange flush interrupted: {e!r}"))
+                raise
+            for (_data, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res if isinstance(res, BaseException) else None)
 
     def _spool(self, data: str) -> None:
         with open(self.spool_path, "a", encoding="utf-8") as f:

@@ -133,8 +133,15 @@ class WorkerMetrics:
             ("request", st.request_findings),
             ("response", st.response_findings),
         ):
-            for f in findings or ():
-                self.findings.labels(str(f.get("type", "?")), direction).inc(int(f.get("count", 1)))
+            if not findings:
+                continue
+            # One counter update per entity type (a body can have thousands of findings).
+            per_type: dict[str, int] = {}
+            for f in findings:
+                t = str(f.get("type", "?"))
+                per_type[t] = per_type.get(t, 0) + int(f.get("count", 1))
+            for t, n in per_type.items():
+                self.findings.labels(t, direction).inc(n)
         if "approval_wait" in st.timings:
             self.approval_wait.observe(st.timings["approval_wait"] / 1000)
         if st.error in UPSTREAM_ERROR_CODES:

@@ -104,8 +104,12 @@ class _Zlib:
 class _Brotli:
     def __init__(self) -> None:
         self._d = brotli.Decompressor()
+        self._fed = False
+        #: Set for whole bodies (:func:`decode_content`): the stream must be complete.
+        self.strict = False
 
     def run(self, data: bytes, emit: Emit) -> None:
+        self._fed = self._fed or bool(data)
         out = self._d.process(data, output_buffer_limit=STEP_BYTES)
         if out:
             emit(out)
@@ -116,7 +120,11 @@ class _Brotli:
             emit(out)
 
     def end(self, emit: Emit) -> None:
-        return
+        # Brotli has no magic number: other data (a gzip body labelled ``br``) can be
+        # consumed as the start of a stream that never ends and decode to nothing. An
+        # unfinished stream is corrupt, never an empty body that passes unmasked.
+        if self.strict and self._fed and not self._d.is_finished():
+            raise brotli.error("brotli stream is truncated or not brotli data")
 
 
 class _Zstd:
@@ -244,4 +252,7 @@ def decode_content(
             raise BodyTooLargeError(len(raw), max_bytes)
         return raw
     d = StreamDecoder(encoding, max_bytes=max_bytes, max_ratio=max_ratio)
+    for codec in d._codecs:
+        if isinstance(codec, _Brotli):
+            codec.strict = True  # a whole body: an unfinished brotli stream is refused
     return d.feed(raw) + d.finish()

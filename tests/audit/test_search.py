@@ -170,3 +170,20 @@ def test_the_approver_choice_lists_people_who_decided(corpus):
     names = [u.username for u in SearchForm().fields["approver"].queryset]
     assert names == ["approver2"]
     assert User.objects.filter(groups=Group.objects.get(name="approver")).count() == 2
+
+
+def test_a_slow_plan_falls_back_to_the_bitmap_plan_with_the_same_rows(corpus, monkeypatch):
+    from audit import search
+
+    form = SearchForm({"q": "customers"})
+    assert form.is_valid()
+    qs = form.queryset()
+    expected = [x.id for x in qs]
+    # Every row costs 20 ms in the planner's plan: the 1 ms budget runs out.
+    slow = qs.extra(where=["pg_sleep(0.02) IS NOT NULL"])  # noqa: S610
+    monkeypatch.setattr(search, "PLANNER_BUDGET_MS", 1)
+    rows = search.fetch_page(slow, 0, 10)
+    assert [x.id for x in rows] == expected and rows[0].agent.name == "agent-1"
+    assert [x.id for x in search.fetch_page(slow, 1, 10)] == expected[1:]
+    monkeypatch.setattr(search, "PLANNER_BUDGET_MS", 60_000)
+    assert [x.id for x in search.fetch_page(qs, 0, 10)] == expected

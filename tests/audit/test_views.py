@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
@@ -25,7 +26,7 @@ def session(policy):
         last_activity_at=now,
         exchange_count=2,
     )
-    for i, body in enumerate(['{"email": "[EMAIL]"}', XSS]):
+    for i, body in enumerate(['{"email": "[EMAIL]", "phone": "[PHONE:3f9a1c2b]"}', XSS]):
         Exchange.objects.create(
             id=uuid.uuid4(),
             session=s,
@@ -33,7 +34,7 @@ def session(policy):
             target=policy.target,
             rule=policy.deny_rule if i else None,
             worker_id="w",
-            started_at=now,
+            started_at=now + timedelta(seconds=i * 2.5),
             method="GET",
             url=f"http://u/x{i}?q={XSS}",
             status_code=200 if not i else 403,
@@ -91,3 +92,69 @@ def test_it_sets_security_headers(client, users, session):
 def test_it_405s_posts(client, users, session):
     client.force_login(users["auditor"])
     assert client.post(reverse("audit:sessions")).status_code == 405
+
+
+def test_it_highlights_masked_placeholders_with_their_type(client, users, session):
+    client.force_login(users["auditor"])
+    html = client.get(reverse("audit:session", args=[session.id])).content.decode()
+    assert '<mark class="masked" data-type="EMAIL" title="masked EMAIL">[EMAIL]</mark>' in html
+    assert 'data-type="PHONE"' in html and "[PHONE:3f9a1c2b]</mark>" in html
+    assert "keyed hash" in html
+
+
+def test_the_masked_filter_escapes_before_it_marks():
+    from audit.templatetags.audit_tags import masked
+
+    out = masked('<b onclick="x">[EMAIL]</b>[<script>]')
+    assert out == (
+        "&lt;b onclick=&quot;x&quot;&gt;"
+        '<mark class="masked" data-type="EMAIL" title="masked EMAIL">[EMAIL]</mark>'
+        "&lt;/b&gt;[&lt;script&gt;]"
+    )
+
+
+def test_the_player_has_a_timeline_with_relative_times_and_speeds(client, users, session):
+    client.force_login(users["auditor"])
+    url = reverse("audit:session", args=[session.id])
+    html = client.get(url + "?play=4").content.decode()
+    assert 'data-play="4"' in html and 'data-offset="2.500"' in html and "+2.50 s" in html
+    for speed in (1, 4, 16):
+        assert f"play={speed}" in html
+    assert 'id="pause"' in html and "/static/audit/replay.js" in html
+    assert 'data-play="0"' in client.get(url + "?play=3").content.decode()
+
+
+def test_it_selects_an_exchange_by_id(client, users, session):
+    client.force_login(users["auditor"])
+    second = session.exchanges.order_by("started_at").last()
+    html = client.get(
+        reverse("audit:session", args=[session.id]) + f"?exchange={second.id}"
+    ).content.decode()
+    assert "Exchange 2 of 2" in html and "no schema" in html
+
+
+def test_the_replay_shows_the_approval_with_its_approvers(client, users, session, policy):
+    from django.utils import timezone
+
+    from approvals.models import ApprovalRequest, Decision
+
+    now = timezone.now()
+    req = ApprovalRequest.objects.create(
+        id=uuid.uuid4(),
+        worker_id="w",
+        method="GET",
+        url="x",
+        requested_at=now - timedelta(seconds=7),
+        decided_at=now,
+        deadline=now,
+        status="approved",
+    )
+    Decision.objects.create(approval_request=req, user=users["approver"], verdict="approve")
+    x = session.exchanges.order_by("started_at").first()
+    Exchange.objects.filter(pk=x.pk).update(
+        approval_id=req.id, decision="approved", timings={"total": 7012.5, "approval_wait": 7000}
+    )
+    client.force_login(users["auditor"])
+    html = client.get(reverse("audit:session", args=[session.id])).content.decode()
+    assert "after 7.0 s" in html and "approve by <strong>approver</strong>" in html
+    assert "approval_wait 7000.0 ms" in html

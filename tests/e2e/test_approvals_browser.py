@@ -76,6 +76,7 @@ def browser_env(stack, django_db_blocker):
         headers={"Authorization": f"Bearer {stack.token}"},
     )
     wait_for(lambda: client.get("/ping").status_code == 200, timeout=15)
+    upstream.hits = 0  # count only what the approvals let through
     yield client, upstream
     client.close()
     upstream.shutdown()
