@@ -102,13 +102,34 @@ class Exchange(models.Model):
     )
     # The (session, started_at), (agent, -started_at) and (target, -started_at)
     # indexes below serve these foreign keys too.
+    # Recorded evidence never changes: deleting an agent, target or rule later must not
+    # rewrite these ids (SET_NULL would, and break the hash chain), so they are kept as
+    # recorded, without a database constraint. A deleted object reads as missing
+    # (``DoesNotExist``; ``None`` through ``select_related``); the chain's change records
+    # say what it was.
     agent = models.ForeignKey(
-        Agent, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        Agent,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        db_index=False,
     )
     target = models.ForeignKey(
-        Target, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        Target,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        db_index=False,
     )
-    rule = models.ForeignKey(AccessRule, null=True, on_delete=models.SET_NULL, related_name="+")
+    rule = models.ForeignKey(
+        AccessRule,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
     approval_id = models.UUIDField(null=True, blank=True, db_index=True)
     worker_id = models.CharField(max_length=200)
     client_address = models.CharField(max_length=64, blank=True)

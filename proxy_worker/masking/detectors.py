@@ -240,8 +240,10 @@ class CreditCardDetector:
     """Payment card numbers (PAN): 12–19 digits, Luhn-valid, known issuer
     (:func:`card_issuer`).
 
-    Digits may be grouped with single spaces or dashes; every group of a
-    grouped number must have at least 3 digits (covers 4-4-4-4, 4-6-5, …).
+    Digits may be grouped with single spaces or dashes, one kind per number;
+    every group of a grouped number must have at least 3 digits (covers
+    4-4-4-4, 4-6-5, …). A number never starts at a group joined to the
+    previous group by the other separator.
     Within a longer run of groups the longest valid window wins.
     ``normalised`` is the digit string.
     """
@@ -266,6 +268,11 @@ class CreditCardDetector:
                 groups.pop()
             if groups and _is_alnum_at(text, m.start() - 1):  # first group glued to a word
                 groups.pop(0)
+            # Separator between group k-1 and group k ("" when not adjacent).
+            seps = [""] + [
+                text[groups[k - 1][1]] if groups[k][0] - groups[k - 1][1] == 1 else ""
+                for k in range(1, len(groups))
+            ]
             i = 0
             while i < len(groups):
                 best = -1
@@ -275,7 +282,12 @@ class CreditCardDetector:
                     glen = groups[j][1] - groups[j][0]
                     total += glen
                     short = short or glen < 3
-                    if total > 19 or (j > i and short):
+                    # One number uses one separator: "123-45-6789 4111 …" is an SSN and
+                    # a card, never a card starting at "6789".
+                    mixed = j > i and (
+                        seps[j] != seps[i + 1] or (i > 0 and seps[i] and seps[i] != seps[j])
+                    )
+                    if total > 19 or (j > i and short) or mixed:
                         break
                     if total >= 12:
                         digits = "".join(text[a:b] for a, b in groups[i : j + 1])

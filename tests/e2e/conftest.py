@@ -153,8 +153,13 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture
-def browser():
-    """A Playwright Chromium browser (Debian's build); fails in CI if it is missing."""
+def browser(monkeypatch):
+    """A Playwright Chromium browser (Debian's build); fails in CI if it is missing.
+
+    Playwright's sync API runs an event loop in the test thread, which Django takes for
+    an async context; the test's own ORM calls are synchronous, so they are allowed.
+    """
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     if not CHROMIUM:
         if os.environ.get("CI"):
             pytest.fail("chromium is required in CI (apt-get install chromium)")
