@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mitmproxy import http
 
 from proxy_worker.contract import RECORD_BODY_LIMIT, ExchangeMessage
 from proxy_worker.flowstate import FlowState
+from proxy_worker.masking import BinaryBodyError, Masker, MaskingError
 from proxy_worker.policy import Target
 
 #: Header names (lower case) whose values are never recorded nor shown to approvers.
@@ -32,17 +34,50 @@ CREDENTIAL_HEADERS = frozenset(
 REDACTED = "[REDACTED]"
 
 
-def safe_headers(headers: http.Headers, target: Target | None) -> dict[str, str]:
-    """Headers as a dict with every credential value replaced by ``[REDACTED]``.
+def fallback_mask_body(masker: Masker, body: bytes, content_type: str | None) -> tuple[bytes, list]:
+    """Mask a body for the record only; binary or unmaskable bodies become a placeholder."""
+    if not body:
+        return b"", []
+    try:
+        result = masker.mask_body(body, content_type)
+        return result.body, result.findings
+    except BinaryBodyError:
+        return f"[binary body: {len(body)} bytes]".encode(), []
+    except MaskingError as e:
+        return f"[body not recorded: {e}]".encode(), []
 
-    Repeated headers are joined with ``", "`` (RFC 9110 §5.3).
+
+def remask_url(masker: Masker, url: str) -> str:
+    """``url`` (already masked by a target's rules) with path and query masked again."""
+    parts = urlsplit(url)
+    path, _ = masker.mask_text(parts.path, location="path")
+    query = parts.query
+    if query:
+        pairs, _ = masker.mask_query(parse_qsl(query, keep_blank_values=True))
+        query = urlencode(pairs)
+    return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
+
+
+def safe_headers(
+    headers: http.Headers, target: Target | None, masker: Masker | None = None
+) -> dict[str, str]:
+    """Headers as a dict with every credential value replaced by ``[REDACTED]`` and, when
+    ``masker`` is given, every other value masked (``X-Note: ssn [US_SSN]``).
+
+    Repeated headers are joined with ``", "`` (RFC 9110 §5.3). Used for what is stored
+    (exchanges, approval requests), never for what is forwarded.
     """
     hidden = set(CREDENTIAL_HEADERS)
     if target is not None and target.auth_header:
         hidden.add(target.auth_header.lower())
     out: dict[str, str] = {}
     for name in headers:
-        value = REDACTED if name.lower() in hidden else ", ".join(headers.get_all(name))
+        if name.lower() in hidden:
+            out[name] = REDACTED
+            continue
+        value = ", ".join(headers.get_all(name))
+        if masker is not None and value:
+            value, _ = masker.mask_text(value, location=f"header:{name}")
         out[name] = value
     return out
 
@@ -62,6 +97,7 @@ def build_exchange(
     url: str,
     request_body: bytes,
     response_body: bytes,
+    masker: Masker | None = None,
 ) -> ExchangeMessage:
     """The exchange record of a finished flow (``flow.response`` or ``flow.error`` set).
 
@@ -83,10 +119,10 @@ def build_exchange(
         client_address=(flow.client_conn.peername or ("", 0))[0],
         method=flow.request.method,
         url=url,
-        request_headers=safe_headers(flow.request.headers, st.target),
+        request_headers=safe_headers(flow.request.headers, st.target, masker),
         request_body=req_text,
         status_code=resp.status_code if resp else 502,
-        response_headers=safe_headers(resp.headers, st.target) if resp else {},
+        response_headers=safe_headers(resp.headers, st.target, masker) if resp else {},
         response_body=resp_text,
         decision=st.decision if not (flow.error and not resp) else "error",
         rule_id=st.rule_id,

@@ -32,7 +32,7 @@ from mitmproxy import http
 from proxy_worker.contract import PREVIEW_LIMIT, ApprovalMode, ApprovalRequestMessage
 from proxy_worker.flowstate import APPROVAL_ID_HEADER, METADATA_KEY, answer_error, state_of
 from proxy_worker.link import ControlPlaneLink, ControlPlaneUnavailable, DeferredSlot
-from proxy_worker.recording import safe_headers
+from proxy_worker.recording import fallback_mask_body, remask_url, safe_headers
 
 log = logging.getLogger("gatehouse.approval_gate")
 
@@ -105,7 +105,15 @@ class ApprovalGate:
         st = state_of(flow)
         assert st.access is not None and st.agent is not None and st.target is not None
         rule = st.access.rule
-        body = (flow.request.content or b"").decode("utf-8", errors="replace")
+        # What approvers see is stored: mask again every default type the target's
+        # request rules did not cover, as the Recorder does.
+        raw = flow.request.content or b""
+        url = flow.request.pretty_url
+        extra = self.link.record_masker_for(st.request_covered)
+        if extra is not None:
+            raw, _ = fallback_mask_body(extra, raw, flow.request.headers.get("content-type"))
+            url = remask_url(extra, url)
+        body = raw.decode("utf-8", errors="replace")
         return ApprovalRequestMessage(
             approval_id=approval_id,
             worker_id=self.link.worker_id,
@@ -113,8 +121,8 @@ class ApprovalGate:
             target_id=st.target.id,
             rule_id=rule.id if rule else None,
             method=flow.request.method,
-            url=flow.request.pretty_url,
-            headers=safe_headers(flow.request.headers, st.target),
+            url=url,
+            headers=safe_headers(flow.request.headers, st.target, self.link.record_masker),
             body=body[:PREVIEW_LIMIT],
             body_truncated=len(body) > PREVIEW_LIMIT,
             requested_at=now,

@@ -99,6 +99,7 @@ class ForwardGate:
                 url=f"{flow.request.host}:{flow.request.port}",
                 request_body=b"",
                 response_body=body or b"",
+                masker=self.link.record_masker,
             )
             await self.link.record_exchange(msg)
         except Exception:

@@ -11,29 +11,16 @@ removed from headers by :func:`proxy_worker.recording.safe_headers`.
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from mitmproxy import http
 
 from proxy_worker.flowstate import APPROVAL_ID_HEADER, FlowState, state_of
 from proxy_worker.link import ControlPlaneLink
-from proxy_worker.masking import BinaryBodyError, Masker, MaskingError, summarise
-from proxy_worker.recording import build_exchange
+from proxy_worker.masking import Masker, summarise
+from proxy_worker.recording import build_exchange, fallback_mask_body, remask_url
 
 log = logging.getLogger("gatehouse.recorder")
-
-
-def fallback_mask_body(masker: Masker, body: bytes, content_type: str | None) -> tuple[bytes, list]:
-    """Mask a body for the record only; binary or unmaskable bodies become a placeholder."""
-    if not body:
-        return b"", []
-    try:
-        result = masker.mask_body(body, content_type)
-        return result.body, result.findings
-    except BinaryBodyError:
-        return f"[binary body: {len(body)} bytes]".encode(), []
-    except MaskingError as e:
-        return f"[body not recorded: {e}]".encode(), []
 
 
 def fallback_mask_url(masker: Masker, request: http.Request) -> str:
@@ -45,17 +32,6 @@ def fallback_mask_url(masker: Masker, request: http.Request) -> str:
         pairs, _ = masker.mask_query(pairs)
     q = urlencode(pairs)
     return masked_path + (f"?{q}" if q else "")
-
-
-def remask_url(masker: Masker, url: str) -> str:
-    """``url`` (already masked by a target's rules) with path and query masked again."""
-    parts = urlsplit(url)
-    path, _ = masker.mask_text(parts.path, location="path")
-    query = parts.query
-    if query:
-        pairs, _ = masker.mask_query(parse_qsl(query, keep_blank_values=True))
-        query = urlencode(pairs)
-    return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
 
 
 class Recorder:
@@ -121,6 +97,7 @@ class Recorder:
             url=url,
             request_body=request_body,
             response_body=self._response_record(flow, st),
+            masker=self.link.record_masker,
         )
         await self.link.record_exchange(msg)
 

@@ -8,11 +8,12 @@ import pytest
 from cryptography.fernet import Fernet
 from mitmproxy.test import tflow, tutils
 
-from proxy_worker.addons.recorder import Recorder, remask_url
+from proxy_worker.addons.recorder import Recorder
 from proxy_worker.contract import Keys
 from proxy_worker.flowstate import state_of
 from proxy_worker.link import RECORD_ENTITY_TYPES, ControlPlaneLink
 from proxy_worker.masking import EMAIL, Masker, MaskingRule
+from proxy_worker.recording import remask_url
 
 SSN = "078-05-1120"  # the well-known (invalid for issue) SSN still passes area/group rules
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -74,3 +75,21 @@ def test_remask_url_keeps_scheme_host_and_masks_path_and_query(link):
     out = remask_url(extra, f"https://api.test/users/ann@example.com?ssn={SSN}&page=2")
     assert out.startswith("https://api.test/users/")
     assert "ann@example.com" not in out and SSN not in out and "page=2" in out
+
+
+def test_recorded_headers_are_masked_and_credentials_redacted(link):
+    from proxy_worker.recording import safe_headers
+
+    flow = tflow.tflow(
+        req=tutils.treq(
+            headers=[
+                (b"x-note", b"ssn " + SSN.encode()),
+                (b"authorization", b"Bearer gh_secret"),
+                (b"x-trace", b"abc"),
+            ]
+        )
+    )
+    out = safe_headers(flow.request.headers, None, link.record_masker)
+    assert out["x-note"] == "ssn [US_SSN]"
+    assert out["authorization"] == "[REDACTED]"
+    assert out["x-trace"] == "abc"
