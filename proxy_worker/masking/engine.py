@@ -48,6 +48,7 @@ from .detectors import (
     make_detector,
 )
 from .errors import BinaryBodyError, BodyTooLargeError, MaskingConfigError, MaskingError
+from .jsonnav import InvalidJSON, Navigator, NeedsFullWalk, char_offsets, splice
 
 try:  # google-re2: linear-time multi-pattern matching (optional, much faster gates)
     import re2 as _re2
@@ -310,6 +311,10 @@ _UNSAFE_ESCAPE_RE = re.compile(
     rb"|06[6-9a-fA-F][0-9a-fA-F]|09[6-9a-fA-F][0-9a-fA-F])"
 )
 _SIMPLE_ESCAPE_RE = re.compile(rb'\\(["\\/bfnrt])')
+# UTF-8 of the non-ASCII characters that Python's case-insensitive matching folds to
+# ASCII letters (U+0130 İ, U+0131 ı, U+017F ſ, U+212A Kelvin sign): in a key they could
+# make a secret-like key (``paſſword``) that the Latin-1 body gates do not see.
+_FOLDS_TO_ASCII_RE = re.compile(rb"\xc4[\xb0\xb1]|\xc5\xbf|\xe2\x84\xaa")
 _ESCAPE_VIEW = {
     b'"': b'\\"',
     b"\\": b"\\\\",
@@ -363,8 +368,13 @@ class _DupKeys:
         return d
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, non-ASCII kept (``json.dumps(value, ensure_ascii=False,
+    separators=(",", ":"))`` with the encoder built once)."""
+    return _ENCODER.encode(value)
 
 
 def _datum_path(match: Any) -> tuple[Any, ...]:
@@ -677,7 +687,7 @@ class _Walk:
         out: dict[Any, Any] = {}
         changed = False
         for k, v in value.items():
-            if simple and k not in flagged:
+            if simple and k not in flagged and k not in out:
                 # Fast path: an unflagged key, no field or path rules.
                 t = type(v)
                 if t is str:
@@ -886,6 +896,14 @@ class Masker:
                 memo[hint] = r
         return r
 
+    def _value_forces_walk(self, key: str) -> bool:
+        """A value under ``key`` is masked even without a gate match of its own:
+        secret-like keys (see :meth:`_hint_forces_scan`) and, with the phone
+        detector on, phone-like keys, under which integers are phone numbers."""
+        if self._hint_forces_scan(key):
+            return True
+        return self._phone_idx >= 0 and _PHONE_KEY_RE.search(key) is not None
+
     def scan(self, text: str, hint: str = "", *, phones: bool = True) -> list[Detection]:
         """Detect entities in ``text``.
 
@@ -1064,9 +1082,16 @@ class Masker:
         """
         return self._flag_strings(body)[0]
 
-    def _flag_strings(self, body: bytes) -> tuple[set[str] | None, bool]:
+    def _flag_strings(
+        self, body: bytes, events: list[int] | None = None
+    ) -> tuple[set[str] | None, bool]:
         """:meth:`flag_strings`, and whether any gate matched anywhere in ``body``
-        (strings, keys, numbers, between tokens); ``(None, True)`` when not trusted."""
+        (strings, keys, numbers, between tokens); ``(None, True)`` when not trusted.
+
+        ``events``, when given, receives the byte offset of every gate match
+        (ascending): what
+        :class:`~proxy_worker.masking.jsonnav.Navigator` needs to find the values
+        worth masking."""
         if self._always or not self._pf.body_prefilter:
             return None, True
         view = body
@@ -1080,6 +1105,8 @@ class Masker:
         plain = view is body  # no backslash anywhere: no escaped quote to step over
         for hs, _he in self._pf.body_hits(view):
             hit = True
+            if events is not None:
+                events.append(hs)
             if hs < close:
                 continue  # inside the string extracted last
             if body[hs] == 0x22 and (plain or not _quote_escaped(body, hs)):
@@ -1349,6 +1376,56 @@ class Masker:
             raise MaskingError(f"masking failed: {type(exc).__name__}") from exc
 
     def _mask_json_body(self, body: bytes, text: str, enc: str) -> MaskResult:
+        if (
+            enc == "utf-8"
+            and not self._fields
+            and not self._json_paths
+            and not text.startswith(_BOM)
+        ):
+            events: list[int] = []
+            flagged, _hit = self._flag_strings(body, events)
+            if flagged is not None and (
+                (not self._hinted and self._phone_idx < 0)
+                or body.isascii()
+                or not _FOLDS_TO_ASCII_RE.search(body)
+            ):
+                result = self._splice_json_body(body, text, flagged, events)
+                if result is not None:
+                    return result
+        return self._mask_json_body_whole(body, text, enc)
+
+    def _splice_json_body(
+        self, body: bytes, text: str, flagged: set[str], events: list[int]
+    ) -> MaskResult | None:
+        """Mask only the values the prefilter points at and splice them into the
+        body (see :mod:`.jsonnav`); ``None`` when the full walk must do it (an
+        object key to mask). Invalid JSON is masked as text, as by the full path."""
+        findings: list[Finding] = []
+        nav = Navigator(
+            text,
+            char_offsets(body, events),
+            _Walk(self, "$", findings, flagged, None),
+            mask_key=lambda key: bool(self._mask_str(key)[1]),
+            forces_scan=self._value_forces_walk,
+            dumps=_dumps,
+        )
+        try:
+            splices = nav.run()
+        except NeedsFullWalk:
+            return None
+        except InvalidJSON:
+            masked, findings = self.mask_text(text)
+            return MaskResult(
+                body if masked is text else self._encode(masked, "utf-8"), findings, "text"
+            )
+        if not splices:
+            return MaskResult(body, findings, "json")
+        return MaskResult(self._encode(splice(text, splices), "utf-8"), findings, "json")
+
+    def _mask_json_body_whole(self, body: bytes, text: str, enc: str) -> MaskResult:
+        """Parse, walk and (when changed) re-serialise the whole document: bodies
+        with field-name or JSONPath rules, other charsets, a BOM, or escapes the
+        raw prefilter cannot see through."""
         bom = text.startswith(_BOM)
         src = text[1:] if bom else text
         hook = _DupKeys()

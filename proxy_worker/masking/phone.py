@@ -21,7 +21,7 @@ match, in the region that ``region_code_for_number`` would pick".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 
 import phonenumbers
@@ -29,6 +29,11 @@ from phonenumbers import PhoneMetadata
 
 from .base import Detection
 from .errors import MaskingConfigError, MaskingError
+
+try:  # google-re2 (see engine.py); optional here too
+    import re2 as _re2
+except ImportError:  # pragma: no cover
+    _re2 = None
 
 __all__ = ["DEFAULT_PHONE_REGIONS", "PHONE", "PhoneDetector", "is_valid_number"]
 
@@ -114,6 +119,7 @@ class _Region:
         "possible",
         "transform",
         "types",
+        "types_any",
     )
 
     def __init__(self, md: PhoneMetadata) -> None:
@@ -123,6 +129,11 @@ class _Region:
         if md.same_mobile_and_fixed_line_pattern:
             types = types[:-1]
         self.types: tuple[_Desc, ...] = tuple(t for t in types if t is not None)
+        #: All number types' patterns in one alternation: a number that matches
+        #: none of them (most candidates) is refused with one full-match.
+        self.types_any = (
+            re.compile("|".join(f"(?:{t[1].pattern})" for t in self.types)) if self.types else None
+        )
         self.leading = re.compile(md.leading_digits) if md.leading_digits else None
         self.npp = (
             re.compile(md.national_prefix_for_parsing) if md.national_prefix_for_parsing else None
@@ -152,6 +163,8 @@ class _Region:
     def valid(self, nsn: str) -> bool:
         """``_number_type_helper(nsn) != UNKNOWN``."""
         if not _matches(nsn, self.general):
+            return False
+        if self.types_any is None or self.types_any.fullmatch(nsn) is None:
             return False
         return any(_matches(nsn, t) for t in self.types)
 
@@ -222,24 +235,62 @@ def _cc_regions(cc: int) -> tuple[_Region, ...]:
     return tuple(out)
 
 
-def _valid_for_cc(cc: int, nsn: str) -> bool:
-    """``is_valid_number`` of a parsed ``(cc, nsn)``."""
+@cache
+def _cc_plan(cc: int) -> tuple[tuple[re.Pattern[str] | None, tuple[_Region, ...]], ...]:
+    """``_region_code_for_number_from_list`` of calling code ``cc`` as steps: a
+    region without leading digits is tried on its own (``(None, (region,))``);
+    consecutive regions with leading digits become one alternation whose first
+    matching branch (named ``r<i>``) picks the region, as the list order would."""
+    steps: list[tuple[re.Pattern[str] | None, tuple[_Region, ...]]] = []
+    block: list[_Region] = []
+
+    def flush() -> None:
+        if block:
+            alt = "|".join(f"(?P<r{i}>{r.leading.pattern})" for i, r in enumerate(block))  # type: ignore[union-attr]
+            steps.append((re.compile(alt), tuple(block)))
+            block.clear()
+
+    for r in _cc_regions(cc):
+        if r.leading is not None:
+            block.append(r)
+        else:
+            flush()
+            steps.append((None, (r,)))
+    flush()
+    return tuple(steps)
+
+
+def _valid_for_cc(cc: int, nsn: str, memo: dict | None = None) -> bool:
+    """``is_valid_number`` of a parsed ``(cc, nsn)`` (``memo``: results of this
+    candidate's earlier calls, see :func:`is_valid_number`)."""
+    if memo is not None:
+        r = memo.get((cc, nsn))
+        if r is None:
+            r = memo[(cc, nsn)] = _valid_for_cc(cc, nsn)
+        return r
     regions = _cc_regions(cc)
     if not regions:
         return False
     if len(regions) == 1:
         return regions[0].valid(nsn)
-    for r in regions:  # _region_code_for_number_from_list
-        if r.leading is not None:
-            if r.leading.match(nsn):
-                return r.valid(nsn)
-        elif r.valid(nsn):
-            return True
+    for pat, regs in _cc_plan(cc):
+        if pat is None:
+            if regs[0].valid(nsn):
+                return True
+            continue
+        m = pat.match(nsn)
+        if m:
+            return regs[int(m.lastgroup[1:])].valid(nsn)  # type: ignore[index]
     return False
 
 
-def _intl(digits: str) -> str | None:
-    """Digits after ``+``: E.164 or ``None``."""
+def _intl(digits: str, memo: dict | None = None) -> str | None:
+    """Digits after ``+``: E.164 or ``None`` (``memo``: see :func:`is_valid_number`)."""
+    if memo is not None:
+        key = ("+", digits)
+        if key not in memo:
+            memo[key] = _intl(digits)
+        return memo[key]
     if not digits or digits[0] == "0":
         return None
     for n in range(1, _MAX_CC_LEN + 1):
@@ -258,8 +309,83 @@ def _intl(digits: str) -> str | None:
     return None
 
 
+@cache
+def _national_filter(region: str) -> re.Pattern[str] | None:
+    """A full-match pattern that every digit string :func:`is_valid_number` accepts
+    for ``region`` (not international) also matches: the region's international
+    prefix or country code followed by anything, or an optional national prefix
+    (``national_prefix_for_parsing``) and a national number matching one of the
+    number types (fixed line, mobile, toll free…) of a region with the same calling
+    code. Most candidates that fail a region fail this one regex
+    instead of the whole procedure. ``None`` (no filter) for regions whose national
+    prefix rule rewrites the number (``national_prefix_transform_rule``)."""
+    reg = _region(region)
+    if reg is None or reg.transform is not None:
+        return None
+    generals = [r.types_any.pattern for r in _cc_regions(reg.cc) if r.types_any is not None]
+    if not generals:
+        return None
+    alts = [f"{reg.cc}\\d*"]
+    if reg.idd is not None:
+        alts.append(f"(?:{reg.idd.pattern})\\d*")
+    npp = f"(?:{reg.npp.pattern})?" if reg.npp is not None else ""
+    alts.append(npp + "(?:" + "|".join(f"(?:{g})" for g in generals) + ")")
+    return re.compile("|".join(f"(?:{a})" for a in alts))
+
+
+@cache
+def _regions_filter(regions: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """``digits -> regions worth trying``, in ``regions`` order: those whose
+    :func:`_national_filter` accepts ``digits`` and those without a filter.
+    All filters run as one linear-time RE2 full-match set (Python :mod:`re`, one
+    filter at a time, without google-re2)."""
+    unfiltered = tuple(r for r in regions if _national_filter(r) is None)
+    pats: dict[str, int] = {}
+    owners: list[int] = []  # region index -> pattern index (-1: no filter)
+    for r in regions:
+        f = _national_filter(r)
+        owners.append(-1 if f is None else pats.setdefault(f.pattern, len(pats)))
+    if not pats:
+        return lambda digits: regions
+    if _re2 is None:  # pragma: no cover - without google-re2
+        compiled = [re.compile(p) for p in pats]
+
+        def py_regions(digits: str) -> tuple[str, ...]:
+            ok = {i for i, c in enumerate(compiled) if c.fullmatch(digits)}
+            return tuple(r for r, o in zip(regions, owners, strict=True) if o < 0 or o in ok)
+
+        return py_regions
+    opts = _re2.Options()
+    opts.max_mem = 64 << 20
+    rset = _re2.Set.FullMatchSet(opts)
+    for p in pats:
+        rset.Add(p)
+    rset.Compile()
+    match = rset.Match
+    picks: dict[tuple[int, ...], tuple[str, ...]] = {}  # few distinct answers: memoised
+
+    def worth_trying(digits: str) -> tuple[str, ...]:
+        ok = match(digits.encode("ascii"))  # ASCII digits
+        if not ok:
+            return unfiltered
+        key = tuple(ok)
+        got = picks.get(key)
+        if got is None:
+            got = tuple(r for r, o in zip(regions, owners, strict=True) if o < 0 or o in ok)
+            if len(picks) < 4096:
+                picks[key] = got
+        return got
+
+    return worth_trying
+
+
 def is_valid_number(
-    digits: str, region: str, *, international: bool = False, require_prefix: bool = False
+    digits: str,
+    region: str,
+    *,
+    international: bool = False,
+    require_prefix: bool = False,
+    memo: dict | None = None,
 ) -> str | None:
     """Validate a phone number given as ASCII digits.
 
@@ -270,6 +396,10 @@ def is_valid_number(
         require_prefix: also apply libphonenumber's ``VALID`` leniency rule
             that a national number must carry its national prefix when its
             region's format requires it (``030 901820``, not ``30 901820``).
+        memo: a dict shared by the calls for one candidate in several regions:
+            the region-independent parts (the number after an international
+            prefix, a national number's validity for its calling code) are then
+            computed once.
 
     Returns:
         The E.164 form (``"+16502530000"``) when
@@ -277,14 +407,14 @@ def is_valid_number(
         would be true, else ``None``.
     """
     if international:
-        return _intl(digits)
+        return _intl(digits, memo)
     reg = _region(region)
     if reg is None or len(digits) < _MIN_NSN:
         return None
     if reg.idd is not None:
         m = reg.idd.match(digits)
         if m and m.end() < len(digits) and digits[m.end()] != "0":
-            return _intl(digits[m.end() :])
+            return _intl(digits[m.end() :], memo)
     if len(digits) not in reg.max_input:
         return None  # no national prefix or country code makes this length valid
     cc = reg.cc
@@ -299,14 +429,14 @@ def is_valid_number(
             number = pot
             if not (_MIN_NSN <= len(number) <= _MAX_NSN):
                 return None
-            return f"+{cc}{number}" if _valid_for_cc(cc, number) else None
+            return f"+{cc}{number}" if _valid_for_cc(cc, number, memo) else None
     stripped = reg.strip_national_prefix(number)
     had_prefix = stripped != number and reg.length_ok(stripped)
     if had_prefix:
         number = stripped
     if not (_MIN_NSN <= len(number) <= _MAX_NSN):
         return None
-    if not _valid_for_cc(cc, number):
+    if not _valid_for_cc(cc, number, memo):
         return None
     if not had_prefix and require_prefix:
         main = _cc_regions(cc)[0]
@@ -404,12 +534,14 @@ class PhoneDetector:
     #: run right after ``":`` / ``,`` / ``[`` that follow a quote, digit,
     #: bracket or whitespace does not count, which skips the structural
     #: numbers of compact JSON (``"created":1700000000``) while every run
-    #: inside a string still does (the engine scans values under phone-like
-    #: keys and numbers separately).
+    #: inside a string still does. Instead, every phone-like key
+    #: (``"mobile":``, see ``_PHONE_KEY_RE`` in the engine) matches, because
+    #: the engine reads integers under such keys as phone numbers.
     body_gate = (
         r'(?:^|"|[^0-9A-Za-z_"\-,:\[]|[^"0-9\]}\s,:\[][,:\[]|\s\[)-?[0-9]'
         r"(?:(?:[ \t().\-/]|\xc2\xa0|\xe2\x80[\x90-\x95])*[0-9]){5}"
         r"|\xef\xbc[\x90-\x99]|\xd9[\xa0-\xa9]|\xdb[\xb0-\xb9]|\xe0\xa5[\xa6-\xaf]"
+        r'|(?i:phone|mobile|msisdn|tel|fax|cell)[^"]*"[ \t\r\n]*:'
     )
     max_span: int | None = PHONE_MAX_SPAN
     uses_hint = False
@@ -430,6 +562,7 @@ class PhoneDetector:
         #: digit counts a number written without "+"/"00" can have
         self._national_lengths = frozenset(national)
         self._min_national = max(min(national, default=99), _MIN_INTL_DIGITS)
+        self._worth_trying = _regions_filter(regs)
 
     def find(self, text: str, hint: str = "") -> Iterator[Detection]:
         """Yield phone detections in ``text`` (``hint`` is ignored)."""
@@ -515,8 +648,9 @@ class PhoneDetector:
         if intl:
             e164 = is_valid_number(digits, "ZZ", international=True)
             return Detection(s0, e0, PHONE, e164) if e164 else None
-        for region in self.regions:
-            e164 = is_valid_number(digits, region, require_prefix=True)
+        memo: dict = {}
+        for region in self._worth_trying(digits):
+            e164 = is_valid_number(digits, region, require_prefix=True, memo=memo)
             if e164:
                 return Detection(s0, e0, PHONE, e164)
         return None
