@@ -449,6 +449,7 @@ class _Prefilter:
         ]
         self._py = {i: re.compile(gates[i]) for i in self.gated}  # type: ignore[arg-type]
         self._set = None
+        self._set_match = None
         self._any_bytes = None
         self._one: dict[int, Any] = {}
         if not srcs or _re2 is None:
@@ -460,6 +461,10 @@ class _Prefilter:
             s.Add(src)
         s.Compile()
         self._set = s
+        # The C++ set's Match on UTF-8 bytes (google-re2's wrapper only encodes and
+        # adds a Python call per string; ``select`` runs once per scanned string).
+        raw_set = getattr(s, "_set", None)
+        self._set_match = raw_set.Match if raw_set is not None else None
         lopts = _re2.Options()
         lopts.max_mem = 256 << 20
         lopts.encoding = _re2.Options.Encoding.LATIN1
@@ -470,8 +475,11 @@ class _Prefilter:
     def select(self, text: str) -> list[int]:
         if not self.gated:
             return []
-        if self._set is not None:
-            hit = self._set.Match(text)  # indices in no particular order
+        if self._set_match is not None:
+            hit = self._set_match(text.encode("utf-8", "surrogatepass"))  # any order
+            return sorted(self.gated[k] for k in hit) if hit else []
+        if self._set is not None:  # pragma: no cover - another google-re2 wrapper layout
+            hit = self._set.Match(text)
             return sorted(self.gated[k] for k in hit) if hit else []
         return [i for i in self.gated if self._py[i].search(text)]  # pragma: no cover
 
@@ -850,7 +858,7 @@ class Masker:
             lengths |= _INT_LENGTHS.get(d.entity_type, set())
         self._int_any = bool(self._always)
         self._int_lengths = frozenset(lengths)
-        self._hint_memo: dict[str, bool] = {}
+        self._hint_memo: dict[str, tuple[int, ...]] = {}
         self._scan_small = functools.lru_cache(maxsize=_CACHE_SIZE)(self._scan_tuple)
         self._mask_small = functools.lru_cache(maxsize=_CACHE_SIZE)(self._mask_tuple)
         self._json_paths = tuple((compile_json_path(p), s) for p, s in self._paths.items())
@@ -879,22 +887,22 @@ class Masker:
 
     # ------------------------------------------------------------------ core
 
-    def _hint_triggers(self, hint: str) -> list[int]:
+    def _hint_triggers(self, hint: str) -> tuple[int, ...]:
+        """Indices of the detectors that must run on a value under key ``hint``
+        (memoised per key: keys repeat in every record)."""
         if not hint or not self._hinted:
-            return []
-        return [i for i, rx in self._hinted if rx.fullmatch(hint)]
-
-    def _hint_forces_scan(self, hint: str) -> bool:
-        """A value under this key must be scanned whatever the prefilter says."""
-        if not self._hinted or not hint:
-            return False
+            return ()
         memo = self._hint_memo
         r = memo.get(hint)
         if r is None:
-            r = bool(self._hint_triggers(hint))
+            r = tuple(i for i, rx in self._hinted if rx.fullmatch(hint))
             if len(memo) < 4096:
                 memo[hint] = r
         return r
+
+    def _hint_forces_scan(self, hint: str) -> bool:
+        """A value under this key must be scanned whatever the prefilter says."""
+        return bool(self._hint_triggers(hint))
 
     def _value_forces_walk(self, key: str) -> bool:
         """A value under ``key`` is masked even without a gate match of its own:
@@ -937,8 +945,10 @@ class Masker:
 
     def _scan_uncached(self, text: str, hint: str, phones: bool = True) -> list[Detection]:
         sel = self._pf.select(text)
-        if self._always or self._hinted:
-            sel = sorted({*sel, *self._always, *self._hint_triggers(hint)})
+        if self._always or (hint and self._hinted):
+            extra = (*self._always, *self._hint_triggers(hint))
+            if extra:
+                sel = sorted({*sel, *extra})
         if not sel:
             return []
         n = len(text)

@@ -361,7 +361,8 @@ def _regions_filter(regions: tuple[str, ...]) -> Callable[[str], tuple[str, ...]
     for p in pats:
         rset.Add(p)
     rset.Compile()
-    match = rset.Match
+    # The C++ set's Match (the Python wrapper adds a call and a type check per use).
+    match = getattr(rset, "_set", rset).Match
     picks: dict[tuple[int, ...], tuple[str, ...]] = {}  # few distinct answers: memoised
 
     def worth_trying(digits: str) -> tuple[str, ...]:
