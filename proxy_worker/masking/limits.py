@@ -72,8 +72,12 @@ class _Zlib:
         self._wbits = 16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS
         self._d = zlib.decompressobj(self._wbits)
         self._started = False
+        self._fed = False
+        #: Set for whole bodies (:func:`decode_content`): the stream must be complete.
+        self.strict = False
 
     def run(self, data: bytes, emit: Emit) -> None:
+        self._fed = self._fed or bool(data)
         buf = data
         while buf:
             try:
@@ -99,6 +103,10 @@ class _Zlib:
         out = self._d.flush()
         if out:
             emit(out)
+        if self.strict and self._fed and not self._d.eof:
+            # A cut-off body decodes to a prefix without any error from zlib; forwarding
+            # that prefix as the whole body would pass a truncated document on as complete.
+            raise zlib.error("compressed stream is truncated")
 
 
 class _Brotli:
@@ -130,8 +138,12 @@ class _Brotli:
 class _Zstd:
     def __init__(self) -> None:
         self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._fed = False
+        #: Set for whole bodies (:func:`decode_content`): the last frame must be complete.
+        self.strict = False
 
     def run(self, data: bytes, emit: Emit) -> None:
+        self._fed = self._fed or bool(data)
         for i in range(0, len(data), _ZSTD_SLICE):
             if self._d.eof:
                 self._d = zstandard.ZstdDecompressor().decompressobj()  # next frame
@@ -140,7 +152,8 @@ class _Zstd:
                 emit(out)
 
     def end(self, emit: Emit) -> None:
-        return
+        if self.strict and self._fed and not self._d.eof:
+            raise zstandard.ZstdError("zstd frame is truncated")
 
 
 def _codec(coding: str) -> _Zlib | _Brotli | _Zstd:
@@ -243,8 +256,10 @@ def decode_content(
         The decoded body (``raw`` itself for identity).
 
     Raises:
-        DecompressionError: unsupported coding, corrupt data, or a ratio past
-            the limit (a decompression bomb).
+        DecompressionError: unsupported coding, corrupt or truncated data (every
+            coding's stream must end: a cut-off gzip, deflate, brotli or zstd body
+            is refused rather than passed on as a shorter complete one), or a ratio
+            past the limit (a decompression bomb).
         BodyTooLargeError: the decoded body is larger than ``max_bytes``.
     """
     if not parse_content_encoding(encoding):
@@ -253,6 +268,5 @@ def decode_content(
         return raw
     d = StreamDecoder(encoding, max_bytes=max_bytes, max_ratio=max_ratio)
     for codec in d._codecs:
-        if isinstance(codec, _Brotli):
-            codec.strict = True  # a whole body: an unfinished brotli stream is refused
+        codec.strict = True  # a whole body: an unfinished stream is refused as corrupt
     return d.feed(raw) + d.finish()

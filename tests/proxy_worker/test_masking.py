@@ -1089,3 +1089,29 @@ def test_safe_cut_never_splits_a_match(masker: Masker) -> None:
     cut = safe_cut(text, dets)
     assert not any(d.start < cut < d.end for d in dets)
     assert len(text) - cut <= HOLD_BACK
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd", "gzip, br"])
+def test_a_truncated_whole_body_is_refused_in_every_coding(coding):
+    import gzip
+    import zlib
+
+    import brotli
+    import zstandard
+
+    from proxy_worker.masking import DecompressionError, decode_content
+
+    plain = json.dumps([{"email": f"user{i}@example.com"} for i in range(200)]).encode()
+    enc = {
+        "gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "br": brotli.compress,
+        "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
+    }
+    whole = plain
+    for c in [c.strip() for c in coding.split(",")]:
+        whole = enc[c](whole)
+    assert decode_content(whole, coding, max_bytes=1 << 20) == plain
+    for cut in (len(whole) // 2, len(whole) - 1):
+        with pytest.raises(DecompressionError):
+            decode_content(whole[:cut], coding, max_bytes=1 << 20)
