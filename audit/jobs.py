@@ -5,13 +5,16 @@ most ``GATEHOUSE_EXPORT_SYNC_LIMIT`` exchanges, or ten times as many chain recor
 verification) run at once in the request; larger ones are queued to Celery
 (:func:`audit.tasks.run_job`) after the commit, and the page polls the job's progress.
 Export files are written under ``GATEHOUSE_EXPORT_DIR`` (``<job id>-<scope>.<ext>``,
-written to a temporary name and renamed when complete).
+written to a temporary name and renamed when complete) and deleted
+``GATEHOUSE_EXPORT_TTL_HOURS`` after they were finished (:func:`expire_exports`, Celery
+beat), the job then being ``expired``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +136,40 @@ def _export(job: AuditJob) -> tuple[str, dict[str, Any]]:
             n = exports.write_csv(items, out)
     os.replace(tmp, path)
     return name, {"count": n, "bytes": path.stat().st_size}
+
+
+def expire_exports(now: datetime | None = None) -> int:
+    """Delete the files of export jobs finished more than ``GATEHOUSE_EXPORT_TTL_HOURS``
+    ago and mark those jobs ``expired``; also delete ``.part`` files (exports that died
+    while being written) older than that. A TTL of 0 keeps everything.
+
+    Returns:
+        The number of jobs marked expired.
+    """
+    hours = settings.GATEHOUSE_EXPORT_TTL_HOURS
+    if hours <= 0:
+        return 0
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=hours)
+    base = export_dir().resolve()
+    expired = 0
+    stale = AuditJob.objects.filter(
+        kind=AuditJob.Kind.EXPORT, status=AuditJob.Status.DONE, finished_at__lt=cutoff
+    )
+    for job in stale.only("pk", "file_name"):
+        if job.file_name:
+            path = (base / job.file_name).resolve()
+            if base in path.parents:
+                path.unlink(missing_ok=True)
+        expired += AuditJob.objects.filter(pk=job.pk, status=AuditJob.Status.DONE).update(
+            status=AuditJob.Status.EXPIRED, file_name=""
+        )
+    for part in base.glob("*.part"):
+        try:
+            if part.stat().st_mtime < cutoff.timestamp():
+                part.unlink(missing_ok=True)
+        except OSError:  # removed by another sweep meanwhile
+            continue
+    if expired:
+        log.info("expired %d export file(s) older than %d h", expired, hours)
+    return expired

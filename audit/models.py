@@ -254,6 +254,8 @@ class AuditJob(models.Model):
         RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
+        #: An export whose file was deleted after ``GATEHOUSE_EXPORT_TTL_HOURS``.
+        EXPIRED = "expired"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     fmt = models.CharField(max_length=10, blank=True, help_text="har, jsonl or csv")

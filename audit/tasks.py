@@ -28,3 +28,12 @@ def run_job(job_id: int) -> str:
     from audit.jobs import run
 
     return run(job_id)
+
+
+@shared_task
+def expire_exports() -> int:
+    """Delete export files past ``GATEHOUSE_EXPORT_TTL_HOURS`` (beat, every 15 minutes);
+    returns how many jobs were marked expired."""
+    from audit.jobs import expire_exports as expire
+
+    return expire()

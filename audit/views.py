@@ -224,14 +224,23 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     """A job's progress; htmx requests get the fragment that polls itself until done."""
     job = _get_job_for_user(request, job_id)
     template = "audit/job_status.html" if request.htmx else "audit/job.html"
-    return render(request, template, {"job": job})
+    return render(
+        request, template, {"job": job, "ttl_hours": settings.GATEHOUSE_EXPORT_TTL_HOURS}
+    )
 
 
 @role_required(AUDITOR)
 @require_GET
-def job_download(request: HttpRequest, job_id: int) -> FileResponse:
-    """The finished export file of the requesting auditor's job, as an attachment."""
+def job_download(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The finished export file of the requesting auditor's job, as an attachment
+    (410 once the file expired, see :func:`audit.jobs.expire_exports`)."""
     job = _get_job_for_user(request, job_id)
+    if job.kind == AuditJob.Kind.EXPORT and job.status == AuditJob.Status.EXPIRED:
+        return HttpResponse(
+            "This export expired and its file was deleted; start the export again.",
+            status=410,
+            content_type="text/plain; charset=utf-8",
+        )
     if job.kind != AuditJob.Kind.EXPORT or job.status != AuditJob.Status.DONE:
         raise Http404("no file")
     base = jobs.export_dir().resolve()

@@ -159,6 +159,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.purge_expired",
         "schedule": timedelta(seconds=envint("GATEHOUSE_RETENTION_SWEEP_SECONDS", "3600")),
     },
+    "audit-expire-exports": {
+        "task": "audit.tasks.expire_exports",
+        "schedule": timedelta(minutes=15),
+    },
     "token-last-used": {
         # Workers note token use in Redis; this folds it into AgentToken.last_used_at.
         "task": "controlplane.token_usage.flush_token_usage",
@@ -336,6 +340,9 @@ GATEHOUSE_AUDIT_VERIFY_KEY = env("GATEHOUSE_AUDIT_VERIFY_KEY")
 # per transaction.
 GATEHOUSE_EXPORT_DIR = Path(env("GATEHOUSE_EXPORT_DIR", str(BASE_DIR / "var" / "exports")))
 GATEHOUSE_EXPORT_SYNC_LIMIT = envint("GATEHOUSE_EXPORT_SYNC_LIMIT", "2000")
+# Export files hold masked evidence in bulk: they are deleted this long after they were
+# written (the job stays, marked "expired"); 0 keeps them.
+GATEHOUSE_EXPORT_TTL_HOURS = envint("GATEHOUSE_EXPORT_TTL_HOURS", "24")
 GATEHOUSE_RETENTION_BATCH = envint("GATEHOUSE_RETENTION_BATCH", "1000")
 
 LOGGING = {

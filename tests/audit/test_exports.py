@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -225,3 +226,39 @@ def test_export_rejects_bad_input(client, users, recorded):
     assert r.status_code == 400
     assert client.get(reverse("audit:export")).status_code == 405
     assert Exchange.objects.count() == 3
+
+
+def test_export_files_expire_after_the_ttl(client, users, recorded, export_dir, settings):
+    from datetime import timedelta
+
+    from audit.jobs import expire_exports
+    from audit.tasks import expire_exports as expire_task
+
+    settings.GATEHOUSE_EXPORT_TTL_HOURS = 24
+    session, _ = recorded
+    client.force_login(users["auditor"])
+    old = _export(client, "har", session=session.pk)
+    fresh = _export(client, "csv", session=session.pk)
+    old_file = Path(export_dir, old.file_name)
+    fresh_file = Path(export_dir, fresh.file_name)
+    crashed = Path(export_dir, "999-search.jsonl.part")  # an export that died mid-write
+    crashed.write_text("{}\n")
+    hours_ago = (timezone.now() - timedelta(hours=25)).timestamp()
+    os.utime(crashed, (hours_ago, hours_ago))
+    AuditJob.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(hours=25))
+
+    assert expire_task() == 1  # what Celery beat runs
+    old.refresh_from_db()
+    fresh.refresh_from_db()
+    assert old.status == "expired" and old.file_name == "" and not old_file.exists()
+    assert not crashed.exists()
+    assert fresh.status == "done" and fresh_file.is_file()
+    r = client.get(reverse("audit:job_download", args=[old.pk]))
+    assert r.status_code == 410 and b"expired" in r.content
+    page = client.get(reverse("audit:job", args=[old.pk])).content.decode()
+    assert "expired" in page and "GATEHOUSE_EXPORT_TTL_HOURS" in page
+    assert expire_exports() == 0  # nothing left to expire; runs are idempotent
+
+    settings.GATEHOUSE_EXPORT_TTL_HOURS = 0  # 0 keeps files forever
+    AuditJob.objects.filter(pk=fresh.pk).update(finished_at=timezone.now() - timedelta(days=9))
+    assert expire_exports() == 0 and fresh_file.is_file()
