@@ -31,7 +31,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet, InvalidToken
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy_worker.contract import (
     DELETE_IF_EQUALS_LUA,
@@ -256,6 +257,7 @@ class ControlPlaneLink:
             max_body_bytes=max_mask_bytes,
         )
         self._record_maskers: dict[frozenset[str], Masker] = {}
+        self._record_maskers_by_covered: dict[frozenset[str], Masker | None] = {}
         self.redis_ok = False
         self._waiters: dict[str, asyncio.Future[DecisionMessage]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -263,6 +265,9 @@ class ControlPlaneLink:
         #: Exchanges waiting for the next pipelined flush, with their callers' futures.
         self._outbox: list[tuple[str, asyncio.Future[BaseException | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: The connection exchanges are sent on (:meth:`_send_exchanges`), made on first use.
+        self._exchange_conn: aioredis.Connection | None = None
+        self._xadd_head: bytes | None = None
 
     def record_masker_for(self, covered: frozenset[str]) -> Masker | None:
         """A masker for the record-side types that ``covered`` (a target masker's entity
@@ -271,18 +276,25 @@ class ControlPlaneLink:
         The Recorder runs it over what the target's rules produced, so a type no rule
         asked for (a secret, an IBAN) is still never stored. Cached per missing set.
         """
+        try:
+            return self._record_maskers_by_covered[covered]
+        except KeyError:
+            pass
         missing = frozenset(RECORD_ENTITY_TYPES) - covered
         if not missing:
-            return None
-        masker = self._record_maskers.get(missing)
-        if masker is None:
-            masker = Masker(
-                [MaskingRule(id=0, name="record", entity_types=sorted(missing))],
-                hash_key=self._masking_key,
-                phone_regions=self._phone_regions,
-                max_body_bytes=self._max_mask_bytes,
-            )
-            self._record_maskers[missing] = masker
+            masker = None
+        else:
+            masker = self._record_maskers.get(missing)
+            if masker is None:
+                masker = Masker(
+                    [MaskingRule(id=0, name="record", entity_types=sorted(missing))],
+                    hash_key=self._masking_key,
+                    phone_regions=self._phone_regions,
+                    max_body_bytes=self._max_mask_bytes,
+                )
+                self._record_maskers[missing] = masker
+        if len(self._record_maskers_by_covered) < 4096:  # covered sets come from policies
+            self._record_maskers_by_covered[covered] = masker
         return masker
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -314,6 +326,9 @@ class ControlPlaneLink:
                 await t
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
+        if self._exchange_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._exchange_conn.disconnect()
         await self.redis.aclose()
 
     # -- policy -------------------------------------------------------------------------
@@ -664,28 +679,20 @@ class ControlPlaneLink:
         self._spool(data)
 
     async def _flush_exchanges(self) -> None:
-        """Send queued exchanges, one pipeline (``XADD`` each) per round trip.
+        """Send queued exchanges, all ``XADD``s of a batch in one write, one batch per
+        round trip, on a connection of their own (:meth:`_send_exchanges`).
 
-        Whatever queues while a pipeline is in flight goes in the next one, so under
+        Whatever queues while a batch is in flight goes in the next one, so under
         load a round trip carries many exchanges and at low load each goes at once. Each
         waiting :meth:`record_exchange` learns its own outcome (``None`` or the error).
         """
-        # Let every exchange that finishes in this event-loop pass join the first batch.
-        await asyncio.sleep(0)
+        # No yield before the first batch: with mitmproxy's eager task factory this runs
+        # inside the first caller's ``create_task``, so a lone exchange is written at once
+        # (what queues while it is in flight forms the next batch).
         while self._outbox:
             batch, self._outbox = self._outbox, []
-            pipe = self.redis.pipeline(transaction=False)
-            for data, _fut in batch:
-                pipe.xadd(
-                    self.keys.exchanges_stream,
-                    {"data": data},
-                    maxlen=STREAM_MAXLEN,
-                    approximate=True,
-                )
             try:
-                results: list = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError) as e:
-                results = [e] * len(batch)
+                results = await self._send_exchanges([data for data, _fut in batch])
             except BaseException as e:  # cancelled at shutdown: the callers spool
                 for _data, fut in batch:
                     if not fut.done():
@@ -693,7 +700,67 @@ class ControlPlaneLink:
                 raise
             for (_data, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
-                    fut.set_result(res if isinstance(res, BaseException) else None)
+                    fut.set_result(res)
+
+    async def _send_exchanges(self, entries: list[str]) -> list[BaseException | None]:
+        """``XADD`` each entry (JSON text) to the exchanges stream; one outcome per entry:
+        ``None`` once Redis stored it, else the error (the caller spools that entry).
+
+        The commands are written at once and the replies read in order on a connection
+        kept for exchanges only (no pipeline object, no pool checkout per batch: most of
+        the client-side cost of a small batch). A connection Redis closed while it was
+        idle is reopened and the unanswered entries sent once more, as the pool does
+        before handing out a connection; an entry may then be stored twice, which ingest
+        ignores (idempotent on ``exchange_id``). Never raises for a Redis error.
+        """
+        results: list[BaseException | None] = []
+        retried = False
+        while True:
+            conn = self._exchange_conn
+            if conn is None:
+                pool = self.redis.connection_pool
+                conn = self._exchange_conn = pool.connection_class(**pool.connection_kwargs)
+            reused = conn.is_connected
+            todo = entries[len(results) :]
+            try:
+                await conn.send_packed_command(self._pack_xadds(todo), check_health=False)
+                for _ in todo:
+                    try:
+                        await conn.read_response()
+                    except ResponseError as e:  # this entry refused; the rest go on
+                        results.append(e)
+                    else:
+                        results.append(None)
+                return results
+            except (RedisError, OSError) as e:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
+                if reused and not retried and not isinstance(e, RedisTimeoutError):
+                    retried = True  # stale connection (Redis restarted): once more
+                    continue
+                return results + [e] * (len(entries) - len(results))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+                raise
+
+    def _pack_xadds(self, entries: list[str]) -> list[bytes]:
+        """``XADD <exchanges> MAXLEN ~ <cap> * data <entry>`` for each entry, in the Redis
+        protocol (RESP arrays of bulk strings: what ``pack_command`` writes, without its
+        per-argument work)."""
+        head = self._xadd_head
+        if head is None:
+            args = [b"XADD", self.keys.exchanges_stream.encode(), b"MAXLEN", b"~"]
+            args += [str(STREAM_MAXLEN).encode(), b"*", b"data"]
+            head = b"*%d\r\n" % (len(args) + 1) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(a), a) for a in args
+            )
+            self._xadd_head = head
+        out = []
+        for data in entries:
+            raw = data.encode()
+            out.append(b"%s$%d\r\n%s\r\n" % (head, len(raw), raw))
+        return out
 
     def _spool(self, data: str) -> None:
         with open(self.spool_path, "a", encoding="utf-8") as f:

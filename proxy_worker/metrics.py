@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -114,6 +114,17 @@ class WorkerMetrics:
             registry=r,
         ).set_function(lambda: _spool_bytes(link.spool_path))
         self._server = None
+        #: Labelled children by (metric, label values): ``labels()`` takes a lock and
+        #: builds its key on every call. Label values are bounded (target slugs,
+        #: decisions, status classes, entity types).
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, flow: http.HTTPFlow) -> None:
         """Count one finished flow (idempotent per flow)."""
@@ -124,11 +135,12 @@ class WorkerMetrics:
         target = st.target.slug if st.target else "-"
         status = flow.response.status_code if flow.response is not None else 0
         decision = st.decision if flow.response is not None else "error"
-        self.requests.labels(target, decision, f"{status // 100}xx" if status else "none").inc()
+        status_class = f"{status // 100}xx" if status else "none"
+        self._child(self.requests, target, decision, status_class).inc()
         total_ms = st.timings.get("total")
         if total_ms is None:
             total_ms = (time.perf_counter() - st.started_perf) * 1000
-        self.duration.labels(target).observe(total_ms / 1000)
+        self._child(self.duration, target).observe(total_ms / 1000)
         for direction, findings in (
             ("request", st.request_findings),
             ("response", st.response_findings),
@@ -137,11 +149,12 @@ class WorkerMetrics:
                 continue
             # One counter update per entity type (a body can have thousands of findings).
             per_type: dict[str, int] = {}
+            get = per_type.get
             for f in findings:
-                t = str(f.get("type", "?"))
-                per_type[t] = per_type.get(t, 0) + int(f.get("count", 1))
+                t = f.get("type", "?")
+                per_type[t] = get(t, 0) + f.get("count", 1)
             for t, n in per_type.items():
-                self.findings.labels(t, direction).inc(n)
+                self._child(self.findings, str(t), direction).inc(int(n))
         if "approval_wait" in st.timings:
             self.approval_wait.observe(st.timings["approval_wait"] / 1000)
         if st.error in UPSTREAM_ERROR_CODES:

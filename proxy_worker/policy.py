@@ -302,12 +302,17 @@ def split_reverse_path(raw_path: str) -> tuple[str, str]:
     if not path.startswith("/"):
         raise PathError("path must start with '/'")
     segments = path.split("/")
-    for seg in segments:
-        decoded = _fully_unquoted(seg)
-        if "\\" in decoded or any(part in (".", "..") for part in decoded.split("/")):
-            # Also inside a segment: ``..%2f`` becomes ``../`` at an upstream that decodes
-            # encoded slashes before normalising, which would step around path rules.
+    if "%" not in path:  # nothing to decode: each segment is what an upstream sees
+        if "\\" in path or "." in segments or ".." in segments:
             raise PathError("dot segments and backslashes are not allowed in the path")
+    else:
+        for seg in segments:
+            decoded = _fully_unquoted(seg)
+            if "\\" in decoded or any(part in (".", "..") for part in decoded.split("/")):
+                # Also inside a segment: ``..%2f`` becomes ``../`` at an upstream that
+                # decodes encoded slashes before normalising, which would step around
+                # path rules.
+                raise PathError("dot segments and backslashes are not allowed in the path")
     slug = segments[1] if len(segments) > 1 else ""
     if not slug:
         raise PathError("no target in path: use /<target>/<upstream path>")
@@ -577,6 +582,11 @@ def upstream_origin(upstream: str) -> tuple[str, str, int, str] | None:
     return scheme, parts.hostname.lower().rstrip("."), port, parts.path.rstrip("/")
 
 
+#: A path (query included) ``urlsplit`` takes apart at its first ``?`` and nothing else:
+#: printable ASCII without ``#``, starting with one ``/``.
+_PLAIN_RELATIVE = re.compile(r"/(?!/)[!-\"$-~]*")
+
+
 def request_info(
     *,
     agent_id: int,
@@ -585,16 +595,28 @@ def request_info(
     upstream_path: str,
     body: bytes,
     agent_group_ids: frozenset[int] = frozenset(),
+    fingerprint: bool = True,
 ) -> RequestInfo:
-    """Build the :class:`RequestInfo` access rules see from an upstream path with query."""
-    parts = urlsplit(upstream_path)
+    """Build the :class:`RequestInfo` access rules see from an upstream path with query.
+
+    ``fingerprint=False`` leaves :attr:`RequestInfo.fingerprint` empty (no digest of the
+    body): for callers that add it to the decision only when it is needed (an ``approve``
+    outcome, see :func:`with_fingerprint`).
+    """
+    if _PLAIN_RELATIVE.fullmatch(upstream_path):
+        # What ``urlsplit`` gives for it, without its general-case work: no scheme, no
+        # authority (no ``//`` start), no fragment, nothing stripped.
+        path, _, query = upstream_path.partition("?")
+    else:
+        parts = urlsplit(upstream_path)
+        path, query = parts.path, parts.query
     return RequestInfo(
         agent_group_ids=agent_group_ids,
         agent_id=agent_id,
         target_id=target_id,
         method=method.upper(),
-        path=unquote(parts.path),
-        query=unquote_plus(parts.query),
+        path=unquote(path),
+        query=unquote_plus(query),
         body_text=body.decode("utf-8", errors="replace") if body else "",
         fingerprint=request_fingerprint(
             agent_id=agent_id,
@@ -602,8 +624,33 @@ def request_info(
             method=method,
             upstream_path=upstream_path,
             body=body,
-        ),
+        )
+        if fingerprint
+        else "",
     )
+
+
+def with_fingerprint(
+    decision: AccessDecision,
+    *,
+    agent_id: int,
+    target_id: int,
+    method: str,
+    upstream_path: str,
+    body: bytes,
+) -> AccessDecision:
+    """``decision`` carrying the :func:`request_fingerprint` of the request when it is an
+    ``approve`` outcome (what defer mode needs), unchanged otherwise."""
+    if decision.action != "approve" or decision.fingerprint:
+        return decision
+    fp = request_fingerprint(
+        agent_id=agent_id,
+        target_id=target_id,
+        method=method,
+        upstream_path=upstream_path,
+        body=body,
+    )
+    return replace(decision, fingerprint=fp)
 
 
 def request_fingerprint(

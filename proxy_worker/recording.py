@@ -8,11 +8,13 @@ common API-key headers.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mitmproxy import http
+from mitmproxy.net.http import url as mitm_url
 
 from proxy_worker.contract import RECORD_BODY_LIMIT, ExchangeMessage
 from proxy_worker.flowstate import FlowState
@@ -64,22 +66,51 @@ def safe_headers(
     """Headers as a dict with every credential value replaced by ``[REDACTED]`` and, when
     ``masker`` is given, every other value masked (``X-Note: ssn [US_SSN]``).
 
-    Repeated headers are joined with ``", "`` (RFC 9110 §5.3). Used for what is stored
+    Keys are the first spelling of each name; repeated headers (names compared
+    case-insensitively) are joined with ``", "`` (RFC 9110 §5.3). Used for what is stored
     (exchanges, approval requests), never for what is forwarded.
     """
-    hidden = set(CREDENTIAL_HEADERS)
+    hidden = CREDENTIAL_HEADERS
     if target is not None and target.auth_header:
-        hidden.add(target.auth_header.lower())
+        hidden = hidden | {target.auth_header.lower()}
+    # One pass over the raw fields (``for name in headers: headers.get_all(name)`` walks
+    # them once per name): values grouped under their first spelling, in order.
+    groups: dict[bytes, tuple[bytes, list[bytes]]] = {}
+    for name, value in headers.fields:
+        group = groups.get(key := name.lower())
+        if group is None:
+            groups[key] = (name, [value])
+        else:
+            group[1].append(value)
     out: dict[str, str] = {}
-    for name in headers:
+    for raw_name, values in groups.values():
+        name = raw_name.decode("utf-8", "surrogateescape")
         if name.lower() in hidden:
             out[name] = REDACTED
             continue
-        value = ", ".join(headers.get_all(name))
+        value = ", ".join([v.decode("utf-8", "surrogateescape") for v in values])
         if masker is not None and value:
             value, _ = masker.mask_text(value, location=f"header:{name}")
         out[name] = value
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _pretty_origin(scheme: str, host_header: str) -> str:
+    host, port = mitm_url.parse_authority(host_header, check=False)
+    return mitm_url.unparse(scheme, host, port or mitm_url.default_port(scheme) or 443, "")
+
+
+def pretty_url(request: http.Request) -> str:
+    """``request.pretty_url`` (the URL with the ``Host`` header's, or HTTP/2 authority's,
+    host and port), with the parse of the host header value memoised."""
+    if request.first_line_format == "authority":
+        return request.authority
+    host_header = request.host_header
+    if not host_header:
+        return request.url
+    path = request.path
+    return _pretty_origin(request.scheme, host_header) + (path if path != "*" else "")
 
 
 def _text(body: bytes | None) -> tuple[str, bool]:

@@ -45,9 +45,9 @@ class Recorder:
             extra = self.link.record_masker_for(st.request_covered)
             if extra is None:
                 return st.request_url_record, st.request_record
-            body, _ = fallback_mask_body(
-                extra, st.request_record, flow.request.headers.get("content-type")
-            )
+            body = st.request_record
+            if body:
+                body, _ = fallback_mask_body(extra, body, flow.request.headers.get("content-type"))
             return remask_url(extra, st.request_url_record), body
         masker = self.link.record_masker
         url = fallback_mask_url(masker, flow.request)

@@ -25,6 +25,7 @@ from proxy_worker.masking import (
     decode_content,
     summarise,
 )
+from proxy_worker.recording import pretty_url
 
 log = logging.getLogger("gatehouse.request_masking")
 
@@ -71,28 +72,30 @@ class RequestMasking:
 
     def _mask(self, flow: http.HTTPFlow, masker) -> None:
         st = state_of(flow)
+        req = flow.request
         findings = []
-        pairs = list(flow.request.query.items(multi=True))
+        # ``req.query`` parses the whole URL: only worth it when there may be a query.
+        pairs = list(req.query.items(multi=True)) if b"?" in req.data.path else None
         if pairs:
             masked_pairs, qf = masker.mask_query(pairs)
             if qf:
-                flow.request.query = masked_pairs
+                req.query = masked_pairs
                 findings += qf
-        raw = flow.request.raw_content or b""
+        raw = req.raw_content or b""
         body = decode_content(
-            raw, flow.request.headers.get("content-encoding"), max_bytes=masker.max_body_bytes
+            raw, req.headers.get("content-encoding"), max_bytes=masker.max_body_bytes
         )
         if body:
-            result = masker.mask_body(body, flow.request.headers.get("content-type"))
+            result = masker.mask_body(body, req.headers.get("content-type"))
             if result.handler == "binary":  # the target passes binary bodies
                 st.request_record = f"[binary body: {len(body)} bytes]".encode()
             else:
                 if result.body is not body:
-                    flow.request.content = result.body  # re-encoded as declared
+                    req.content = result.body  # re-encoded as declared
                 findings += result.findings
                 st.request_record = result.body
         else:
             st.request_record = b""
-        st.request_url_record = flow.request.pretty_url
+        st.request_url_record = pretty_url(req)
         st.request_covered = frozenset(masker.entity_types)
         st.request_findings = summarise(findings)

@@ -159,8 +159,14 @@ def rewrite_link_header(value: str, upstream: str, slug: str) -> str | None:
     return ", ".join(out) or None
 
 
+#: Lower-case names of every header :func:`rewrite_response_headers` looks at.
+_URL_HEADER_KEYS = frozenset(n.encode() for n in (*URL_HEADERS, "link"))
+
+
 def rewrite_response_headers(headers: http.Headers, target: Target) -> int:
     """Rewrite or drop URL headers of an upstream response in place; returns changes made."""
+    if not any(name.lower() in _URL_HEADER_KEYS for name, _v in headers.fields):
+        return 0  # one pass over the fields instead of a lookup per name
     changed = 0
     for name in URL_HEADERS:
         values = headers.get_all(name)
@@ -361,13 +367,20 @@ def scrub_credential(response: http.Response, credential: str) -> int:
     if len(secret) < 8:
         return 0  # too short to replace without mangling unrelated bytes
     n = 0
-    for name in list(response.headers):
-        values = response.headers.get_all(name)
-        if any(credential in v for v in values):
-            response.headers.set_all(name, [v.replace(credential, "[REDACTED]") for v in values])
-            n += 1
+    fields = response.headers.fields
+    if any(credential in v.decode("utf-8", "surrogateescape") for _k, v in fields):
+        for name in list(response.headers):
+            values = response.headers.get_all(name)
+            if any(credential in v for v in values):
+                new = [v.replace(credential, "[REDACTED]") for v in values]
+                response.headers.set_all(name, new)
+                n += 1
+        fields = response.headers.fields
     raw = response.raw_content or b""
-    encoded = bool(response.headers.get("content-encoding", "").strip())
+    coding = [
+        v.decode("utf-8", "surrogateescape") for k, v in fields if k.lower() == b"content-encoding"
+    ]
+    encoded = bool(", ".join(coding).strip())  # as headers.get("content-encoding", "")
     if not encoded and secret not in raw:
         return n
     body = response.content or b""

@@ -130,7 +130,7 @@ async def test_concurrent_exchanges_share_round_trips_and_all_arrive(tmp_path):
         assert not link.spool_path.exists()
     finally:
         await link.redis.delete(link.keys.exchanges_stream)
-        await link.redis.aclose()
+        await link.stop()
 
 
 async def test_exchanges_are_spooled_when_redis_is_unreachable(tmp_path):
@@ -140,7 +140,7 @@ async def test_exchanges_are_spooled_when_redis_is_unreachable(tmp_path):
     lines = link.spool_path.read_text().splitlines()
     assert sorted(json.loads(x)["exchange_id"] for x in lines) == [f"x{i}" for i in range(5)]
     assert not link.redis_ok
-    await link.redis.aclose()
+    await link.stop()
 
 
 # -- masking ----------------------------------------------------------------------------
