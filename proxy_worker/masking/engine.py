@@ -48,6 +48,7 @@ from .detectors import (
     make_detector,
 )
 from .errors import BinaryBodyError, BodyTooLargeError, MaskingConfigError, MaskingError
+from .jsonnav import DupKeys as _DupKeys
 from .jsonnav import InvalidJSON, Navigator, NeedsFullWalk, char_offsets, splice
 
 try:  # google-re2: linear-time multi-pattern matching (optional, much faster gates)
@@ -349,23 +350,6 @@ def _key_suffix(key: str) -> str:
     if _IDENT_RE.match(key):
         return f".{key}"
     return f"[{json.dumps(key, ensure_ascii=False)}]"
-
-
-class _DupKeys:
-    """``object_pairs_hook`` that notices duplicate keys (last one wins, as
-    with ``json.loads``) so the body is re-serialised instead of forwarding
-    an unscanned earlier duplicate."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        d = dict(pairs)
-        if len(d) != len(pairs):
-            self.seen = True
-        return d
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

@@ -45,7 +45,7 @@ from typing import Any
 
 from .errors import MaskingError
 
-__all__ = ["InvalidJSON", "NeedsFullWalk", "Navigator"]
+__all__ = ["DupKeys", "InvalidJSON", "NeedsFullWalk", "Navigator"]
 
 #: Containers parsed whole (because they are array elements or deep) that hold an
 #: event and are larger than this (characters) are entered instead of walked whole.
@@ -72,8 +72,10 @@ def _scanner(**hooks: Any) -> Callable[[str, int], tuple[Any, int]]:
 _PLAIN_SCAN = _scanner()
 
 
-class _DupSeen:
-    """``object_pairs_hook`` noting whether any object had a duplicate key."""
+class DupKeys:
+    """``object_pairs_hook`` that notices duplicate keys (last one wins, as with
+    ``json.loads``), so a body or value is re-serialised instead of forwarding an
+    unscanned earlier duplicate. ``seen`` is True once any object had one."""
 
     __slots__ = ("seen",)
 
@@ -142,7 +144,7 @@ class Navigator:
         self._mask_key = mask_key
         self._forces = forces_scan
         self._dumps = dumps
-        self._dup_hook: _DupSeen | None = None
+        self._dup_hook: DupKeys | None = None
         self._dup_scan: Callable[[str, int], tuple[Any, int]] | None = None
 
     def run(self) -> list[tuple[int, int, str]]:
@@ -196,7 +198,7 @@ class Navigator:
             out.append((start, end, self._dumps(new)))
         elif type(value) in (dict, list):
             if self._dup_scan is None:
-                self._dup_hook = _DupSeen()
+                self._dup_hook = DupKeys()
                 self._dup_scan = _scanner(object_pairs_hook=self._dup_hook)
             self._dup_hook.seen = False
             self._dup_scan(self._text, start)
