@@ -1,0 +1,277 @@
+/* proxy_worker.masking._accel: module definition, detection vectors, test
+ * entry points and (driver.c) the JSON body driver. See accel.h. */
+#include "accel.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------ dets */
+
+int
+gh_dets_push(gh_dets *d, Py_ssize_t start, Py_ssize_t end, int type, PyObject *normalised)
+{
+    if (normalised == NULL)
+        return -1;
+    if (d->n == d->cap) {
+        Py_ssize_t cap = d->cap ? d->cap * 2 : 16;
+        gh_det *v = PyMem_Realloc(d->v, (size_t)cap * sizeof(gh_det));
+        if (v == NULL) {
+            Py_DECREF(normalised);
+            PyErr_NoMemory();
+            return -1;
+        }
+        d->v = v;
+        d->cap = cap;
+    }
+    d->v[d->n].start = start;
+    d->v[d->n].end = end;
+    d->v[d->n].type = type;
+    d->v[d->n].normalised = normalised;
+    d->n++;
+    return 0;
+}
+
+int
+gh_dets_push_ascii(gh_dets *d, Py_ssize_t start, Py_ssize_t end, int type, const char *norm,
+                   Py_ssize_t norm_len)
+{
+    return gh_dets_push(d, start, end, type, PyUnicode_FromStringAndSize(norm, norm_len));
+}
+
+void
+gh_dets_clear(gh_dets *d)
+{
+    for (Py_ssize_t i = 0; i < d->n; i++)
+        Py_CLEAR(d->v[i].normalised);
+    d->n = 0;
+}
+
+void
+gh_dets_free(gh_dets *d)
+{
+    gh_dets_clear(d);
+    PyMem_Free(d->v);
+    d->v = NULL;
+    d->cap = 0;
+}
+
+/* ------------------------------------------------------------------ types */
+
+const char *const gh_type_names[GH_NTYPES] = {
+    "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN", "US_ITIN", "IP_ADDRESS", "PHONE",
+};
+
+static PyObject *gh_type_str[GH_NTYPES];
+
+PyObject *
+gh_type_name(int type)
+{
+    return gh_type_str[type];
+}
+
+/* ------------------------------------------------------------------ phone contexts */
+
+static void
+phone_capsule_free(PyObject *capsule)
+{
+    void *ctx = PyCapsule_GetPointer(capsule, "gatehouse.phone");
+    if (ctx != NULL)
+        gh_phone_free(ctx);
+}
+
+/* The compiled context of a Python PhoneDetector, cached on the detector as
+ * ``_accel_ctx`` (borrowed pointer, owned by the detector's capsule). */
+void *
+gh_phone_context(PyObject *detector)
+{
+    PyObject *cap = PyObject_GetAttrString(detector, "_accel_ctx");
+    if (cap == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        void *ctx = gh_phone_compile(detector);
+        if (ctx == NULL)
+            return NULL;
+        cap = PyCapsule_New(ctx, "gatehouse.phone", phone_capsule_free);
+        if (cap == NULL) {
+            gh_phone_free(ctx);
+            return NULL;
+        }
+        if (PyObject_SetAttrString(detector, "_accel_ctx", cap) < 0) {
+            Py_DECREF(cap);
+            return NULL;
+        }
+    }
+    void *ctx = PyCapsule_GetPointer(cap, "gatehouse.phone");
+    Py_DECREF(cap);
+    return ctx;
+}
+
+/* ------------------------------------------------------------------ find() */
+
+static int
+kind_of(const char *kind)
+{
+    for (int i = 0; i < GH_NTYPES; i++)
+        if (strcmp(kind, gh_type_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Run one finder on ASCII text (a NUL is a blanked-out character). */
+int
+gh_run_finder(int type, void *phone_ctx, const char *t, Py_ssize_t n, const char *hint,
+              Py_ssize_t hn, gh_dets *out)
+{
+    switch (type) {
+    case GH_EMAIL:
+        return gh_find_email(t, n, out);
+    case GH_IBAN:
+        return gh_find_iban(t, n, out);
+    case GH_CARD:
+        return gh_find_card(t, n, out);
+    case GH_SSN:
+        return gh_find_tin(t, n, hint, hn, 0, out);
+    case GH_ITIN:
+        return gh_find_tin(t, n, hint, hn, 1, out);
+    case GH_IP:
+        return gh_find_ipv4(t, n, out);
+    case GH_PHONE:
+        return gh_find_phone(phone_ctx, t, n, out);
+    }
+    PyErr_SetString(PyExc_ValueError, "unknown detector");
+    return -1;
+}
+
+PyDoc_STRVAR(find_doc,
+"find(entity_type, text, hint='', detector=None) -> list[tuple[int, int, str, str]]\n\n"
+"Run the C finder of one built-in entity type (EMAIL, IBAN, CREDIT_CARD, US_SSN,\n"
+"US_ITIN, IP_ADDRESS (IPv4 only), PHONE) on ASCII ``text`` and return its\n"
+"detections as ``(start, end, entity_type, normalised)``, the shape of\n"
+"``proxy_worker.masking.base.Detection``. PHONE needs ``detector``, the Python\n"
+"``PhoneDetector`` whose regions to use. For tests and benchmarks: the engine\n"
+"uses the accelerator through ``mask_json``.\n\n"
+"Raises ValueError for non-ASCII text or an unknown type, MaskingError as the\n"
+"Python detector would.");
+
+static PyObject *
+accel_find(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"entity_type", "text", "hint", "detector", NULL};
+    const char *kind;
+    PyObject *text, *hint = NULL, *detector = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sU|UO:find", kwlist, &kind, &text, &hint,
+                                     &detector))
+        return NULL;
+    int type = kind_of(kind);
+    if (type < 0) {
+        PyErr_Format(PyExc_ValueError, "no C finder for %s", kind);
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text) || (hint != NULL && !PyUnicode_IS_ASCII(hint))) {
+        PyErr_SetString(PyExc_ValueError, "the C finders take ASCII text");
+        return NULL;
+    }
+    void *ctx = NULL;
+    if (type == GH_PHONE) {
+        if (detector == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "PHONE needs its PhoneDetector");
+            return NULL;
+        }
+        ctx = gh_phone_context(detector);
+        if (ctx == NULL)
+            return NULL;
+    }
+    const char *t = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const char *h = hint ? (const char *)PyUnicode_DATA(hint) : "";
+    Py_ssize_t hn = hint ? PyUnicode_GET_LENGTH(hint) : 0;
+    gh_dets dets = {0};
+    if (gh_run_finder(type, ctx, t, n, h, hn, &dets) < 0) {
+        gh_dets_free(&dets);
+        return NULL;
+    }
+    PyObject *res = PyList_New(dets.n);
+    if (res == NULL) {
+        gh_dets_free(&dets);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < dets.n; i++) {
+        gh_det *d = &dets.v[i];
+        PyObject *tup = Py_BuildValue("(nnOO)", d->start, d->end, gh_type_str[d->type],
+                                      d->normalised);
+        if (tup == NULL) {
+            Py_DECREF(res);
+            gh_dets_free(&dets);
+            return NULL;
+        }
+        PyList_SET_ITEM(res, i, tup);
+    }
+    gh_dets_free(&dets);
+    return res;
+}
+
+/* Private builds of one part (helpers' test builds) stub out the others. */
+#ifdef GH_NO_DRIVER
+static PyMethodDef gh_driver_methods[] = {{NULL, NULL, 0, NULL}};
+static int gh_driver_init(PyObject *module) { return 0; }
+#else
+extern PyMethodDef gh_driver_methods[];
+int gh_driver_init(PyObject *module);
+#endif
+#ifdef GH_NO_PHONE
+void *gh_phone_compile(PyObject *detector)
+{
+    PyErr_SetString(PyExc_NotImplementedError, "built without phone.c");
+    return NULL;
+}
+void gh_phone_free(void *ctx) {}
+int gh_find_phone(void *ctx, const char *t, Py_ssize_t n, gh_dets *out) { return -1; }
+int gh_phone_init(PyObject *module) { return 0; }
+#endif
+#ifdef GH_NO_DETECTORS
+static int no_detectors(void)
+{
+    PyErr_SetString(PyExc_NotImplementedError, "built without detectors.c");
+    return -1;
+}
+int gh_find_email(const char *t, Py_ssize_t n, gh_dets *out) { return no_detectors(); }
+int gh_find_card(const char *t, Py_ssize_t n, gh_dets *out) { return no_detectors(); }
+int gh_find_tin(const char *t, Py_ssize_t n, const char *hint, Py_ssize_t hn, int itin,
+                gh_dets *out) { return no_detectors(); }
+int gh_find_iban(const char *t, Py_ssize_t n, gh_dets *out) { return no_detectors(); }
+int gh_find_ipv4(const char *t, Py_ssize_t n, gh_dets *out) { return no_detectors(); }
+int gh_detectors_init(PyObject *module) { return 0; }
+#endif
+
+static PyMethodDef accel_methods[] = {
+    {"find", (PyCFunction)(void (*)(void))accel_find, METH_VARARGS | METH_KEYWORDS, find_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"C accelerator of the masking engine (optional; see proxy_worker/masking/accel.py).");
+
+static struct PyModuleDef accel_module = {
+    PyModuleDef_HEAD_INIT, "_accel", module_doc, -1, accel_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__accel(void)
+{
+    PyObject *m = PyModule_Create(&accel_module);
+    if (m == NULL)
+        return NULL;
+    for (int i = 0; i < GH_NTYPES; i++) {
+        gh_type_str[i] = PyUnicode_InternFromString(gh_type_names[i]);
+        if (gh_type_str[i] == NULL)
+            goto fail;
+    }
+    if (PyModule_AddFunctions(m, gh_driver_methods) < 0)
+        goto fail;
+    if (gh_detectors_init(m) < 0 || gh_phone_init(m) < 0 || gh_driver_init(m) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
