@@ -34,16 +34,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, unquote_plus
 
+from . import accel as _accel
 from . import strategies as _st
 from .detectors import (
     CREDIT_CARD,
     DEFAULT_PHONE_REGIONS,
     ENTITY_TYPES,
     PHONE,
+    CreditCardDetector,
     CustomRegexDetector,
     DenyListDetector,
     Detection,
     Detector,
+    EmailDetector,
+    IbanDetector,
+    IpAddressDetector,
+    PhoneDetector,
+    UsItinDetector,
+    UsSsnDetector,
     custom_entity_type,
     make_detector,
 )
@@ -361,6 +369,17 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def _json_text(value: Any) -> str:
+    """:func:`_dumps`, or ASCII-escaped JSON when ``value`` holds a lone surrogate
+    (which UTF-8 cannot carry)."""
+    text = _dumps(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"))
+    return text
+
+
 def _datum_path(match: Any) -> tuple[Any, ...]:
     """Key/index tuple of a ``jsonpath-ng`` match (``()`` for the root)."""
     parts: list[Any] = []
@@ -559,6 +578,61 @@ _INT_LENGTHS: dict[str, set[int]] = {
 }
 
 
+#: Detector classes with a C finder (exact class: a subclass may behave differently).
+_ACCEL_CLASSES = frozenset(
+    {
+        EmailDetector,
+        IbanDetector,
+        CreditCardDetector,
+        UsSsnDetector,
+        UsItinDetector,
+        IpAddressDetector,
+        PhoneDetector,
+    }
+)
+
+#: One probe per C finder: text and the detection the Python detector makes in it.
+_ACCEL_PROBES: dict[str, str] = {
+    "EMAIL": "mail jane.doe@example.com now",
+    "IBAN": "iban GB82 WEST 1234 5698 7654 32.",
+    "CREDIT_CARD": "card 4111-1111-1111-1111 ok",
+    "US_SSN": "ssn 123-45-6789 ok",
+    "US_ITIN": "itin 912-70-1234 ok",
+    "IP_ADDRESS": "from 192.168.10.1 ok",
+    "PHONE": "call +1 650-253-0000 now",
+}
+
+
+@functools.cache
+def _accel_ready() -> frozenset[str]:
+    """Entity types whose C finder works and agrees with the Python detector on a
+    probe (a finder the build could not prepare, e.g. IBAN without the registry,
+    raises NotImplementedError and stays in Python)."""
+    mod = _accel.MODULE
+    if mod is None:
+        return frozenset()
+    ready = set()
+    for t, text in _ACCEL_PROBES.items():
+        det = make_detector(t)
+        want = [tuple(d) for d in det.find(text)]
+        try:
+            got = mod.find(t, text, detector=det if t == PHONE else None)
+        except NotImplementedError:
+            continue
+        if got == want and want:
+            ready.add(t)
+    return frozenset(ready)
+
+
+@dataclass(frozen=True, slots=True)
+class _AccelPlan:
+    """A masker's arguments of ``_accel.mask_json`` (see ``_accel/driver.c``) and
+    the prefilter of the gates of its detectors without a C finder."""
+
+    plan: tuple[Any, ...]
+    prefilter: _Prefilter | None
+
+
 class _Walk:
     """One walk over a parsed JSON document (see :meth:`Masker.mask_json_value`).
 
@@ -603,22 +677,12 @@ class _Walk:
         return masked
 
     def integer(self, value: int, parts: tuple[Any, ...], hint: str) -> Any:
-        m = self.m
-        if -100000 < value < 100000 or not m._detectors:
-            return value
-        s = str(value)
-        # Bare integers are ids and timestamps far more often than phone
-        # numbers: only treat them as phones under a phone-like key.
-        phones = bool(hint) and m._phone_idx >= 0 and _PHONE_KEY_RE.search(hint) is not None
-        if len(s) < 6 or not (phones or m._int_any or len(s.lstrip("-")) in m._int_lengths):
-            return value
-        dets = m.scan(s, hint, phones=phones)
-        if not dets:
-            return value
-        loc = self.loc(parts)
-        for d in dets:
-            self.findings.append(Finding(d.entity_type, loc))
-        return m.render(s, dets)
+        new, dets = self.m._mask_int(value, hint)
+        if dets:
+            loc = self.loc(parts)
+            for d in dets:
+                self.findings.append(Finding(d.entity_type, loc))
+        return new
 
     def value(self, value: Any, parts: tuple[Any, ...], tp: tuple[Any, ...], hint: str) -> Any:
         t = type(value)
@@ -847,6 +911,8 @@ class Masker:
         self._mask_small = functools.lru_cache(maxsize=_CACHE_SIZE)(self._mask_tuple)
         self._json_paths = tuple((compile_json_path(p), s) for p, s in self._paths.items())
         self._enabled = bool(self._detectors or self._fields or self._paths)
+        self._accel_keys: dict[bytes, tuple[int, bytes, bytes]] = {}
+        self._accel = self._accel_plan()
 
     # ------------------------------------------------------------------ properties
 
@@ -1032,6 +1098,23 @@ class Masker:
         dets = self._scan_small(text, hint, True)
         return (self.render(text, dets) if dets else None), dets
 
+    def _mask_int(self, value: int, hint: str) -> tuple[Any, list[Detection]]:
+        """A JSON integer under key ``hint``: ``(value, [])`` or ``(placeholder
+        string, detections)``. Bare integers are ids and timestamps far more often
+        than personal data: only those of 6+ digits are looked at, as phone numbers
+        only under a phone-like key, else only at a length a detector reads (9
+        digits for an SSN, 12-19 for a card...)."""
+        if -100000 < value < 100000 or not self._detectors:
+            return value, []
+        s = str(value)
+        phones = bool(hint) and self._phone_idx >= 0 and _PHONE_KEY_RE.search(hint) is not None
+        if len(s) < 6 or not (phones or self._int_any or len(s.lstrip("-")) in self._int_lengths):
+            return value, []
+        dets = self.scan(s, hint, phones=phones)
+        if not dets:
+            return value, []
+        return self.render(s, dets), dets
+
     def mask_text(
         self, text: str, *, location: str = "text", hint: str = ""
     ) -> tuple[str, list[Finding]]:
@@ -1053,6 +1136,122 @@ class Masker:
         """
         masked, dets = self._mask_str(text, hint)
         return masked, [Finding(d.entity_type, f"{location}@{d.start}") for d in dets]
+
+    # ------------------------------------------------------------------ accelerator
+
+    def _accel_plan(self) -> _AccelPlan | None:
+        """How the C accelerator masks JSON bodies for this masker, or ``None`` when
+        it cannot (not built, turned off, a detector without a gate, no C finder
+        at all). Detectors without a C finder are handled by delegation: their
+        gates run over the raw body and strings with a match are masked in Python."""
+        mod = _accel.MODULE
+        if mod is None or self._always or not self._detectors:
+            return None
+        ready = _accel_ready()
+        c_types: list[int] = []
+        py_gates: list[str] = []
+        py_body_gates: list[str | None] = []
+        phone = None
+        for d in self._detectors:
+            t = d.entity_type
+            if type(d) in _ACCEL_CLASSES and t in ready:
+                c_types.append(mod.ENTITY_TYPES.index(t))
+                if t == PHONE:
+                    phone = d
+                ipv6 = getattr(d, "ipv6_gate", None)
+                if ipv6:
+                    py_gates.append(ipv6)
+                    py_body_gates.append(None)
+            else:
+                py_gates.append(d.gate)  # type: ignore[arg-type] - no _always here
+                py_body_gates.append(getattr(d, "body_gate", None))
+        if not c_types:
+            return None
+        fixed = tuple(
+            f"[{t}]".encode()
+            if self._strategy.get(t, _st.REDACT) in (_st.REDACT, _st.DROP)
+            else None
+            for t in mod.ENTITY_TYPES
+        )
+        lengths = sum(1 << k for k in self._int_lengths if k < 64)
+        plan = (
+            tuple(c_types),
+            fixed,
+            self._accel_placeholder,
+            self._accel_delegate_str,
+            self._accel_delegate_int,
+            self._accel_key_info,
+            self._accel_keys,
+            phone,
+            lengths,
+            _WINDOW_MIN_CHARS,
+        )
+        pf = _prefilter(tuple(py_gates), tuple(py_body_gates)) if py_gates else None
+        if pf is not None and not pf.body_prefilter:
+            return None  # no RE2: the Python-only gates cannot run over raw bytes
+        return _AccelPlan(plan, pf)
+
+    def _accel_placeholder(self, entity_type: str, raw: str, normalised: str) -> str:
+        return _st.placeholder(
+            entity_type, self._strategy.get(entity_type, _st.REDACT), raw, normalised, self._key
+        )
+
+    def _accel_delegate_str(self, token: bytes, hint: str) -> tuple[str, tuple[str, ...]] | None:
+        """A JSON string token the C driver leaves to Python: masked as the walk
+        masks a string (``_Walk.string``)."""
+        value = json.loads(token) if b"\\" in token else token[1:-1].decode("utf-8")
+        masked, dets = self._mask_str(value, hint)
+        if not dets:
+            return None
+        return _json_text(masked), tuple(d.entity_type for d in dets)
+
+    def _accel_delegate_int(self, token: str, hint: str) -> tuple[str, tuple[str, ...]] | None:
+        """A JSON integer the C driver leaves to Python (``_Walk.integer``)."""
+        new, dets = self._mask_int(int(token), hint)
+        if not dets:
+            return None
+        return _json_text(new), tuple(d.entity_type for d in dets)
+
+    def _accel_key_info(self, raw: bytes) -> tuple[int, bytes, bytes]:
+        """What the C driver needs to know about an object key (raw JSON, no
+        quotes): flags, its JSON-path suffix and the key as UTF-8 (the hint)."""
+        mod = _accel.MODULE
+        assert mod is not None
+        key = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode("utf-8")
+        try:
+            hint = key.encode("utf-8")
+            suffix = _key_suffix(key).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the Python path decides
+            return mod.KEY_MASKED, b"", b""
+        flags = 0
+        if self._hint_forces_scan(key):
+            flags |= mod.KEY_FORCE
+        if self._phone_idx >= 0 and _PHONE_KEY_RE.search(key):
+            flags |= mod.KEY_PHONE
+        if self._mask_str(key)[1]:
+            flags |= mod.KEY_MASKED
+        if not key.isascii():
+            flags |= mod.KEY_NONASCII
+        return flags, suffix, hint
+
+    def _accel_mask_json(self, body: bytes) -> MaskResult | None:
+        """Mask a UTF-8 JSON body with the C driver (``None``: take the Python path)."""
+        accel = self._accel
+        assert accel is not None and _accel.MODULE is not None
+        events: list[int] = []
+        if accel.prefilter is not None:
+            view = body
+            if b"\\" in body:
+                view = _SIMPLE_ESCAPE_RE.sub(_escape_view, body)
+            events = [s for s, _e in accel.prefilter.body_hits(view)]
+        if len(self._accel_keys) > _CACHE_SIZE:
+            self._accel_keys.clear()
+        res = _accel.MODULE.mask_json(body, accel.plan, events)
+        if res is None:
+            return None
+        out, pairs = res
+        findings = [Finding(t, loc) for t, loc in pairs]
+        return MaskResult(body if out is None else out, findings, "json")
 
     # ------------------------------------------------------------------ JSON
 
@@ -1089,14 +1288,17 @@ class Masker:
         if self._always or not self._pf.body_prefilter:
             return None, True
         view = body
-        if b"\\" in body:
+        # No backslash anywhere: no escape to decode, no escaped quote to step over.
+        # (Not ``view is body``: ``re.sub`` returns its input when nothing matched, as
+        # in a body whose only escapes are \u escapes of CJK text.)
+        plain = b"\\" not in body
+        if not plain:
             if _UNSAFE_ESCAPE_RE.search(body):
                 return None, True
             view = _SIMPLE_ESCAPE_RE.sub(_escape_view, body)
         flagged: set[str] = set()
         close = -1
         hit = False
-        plain = view is body  # no backslash anywhere: no escaped quote to step over
         for hs, _he in self._pf.body_hits(view):
             hit = True
             if events is not None:
@@ -1376,13 +1578,18 @@ class Masker:
             and not self._json_paths
             and not text.startswith(_BOM)
         ):
-            events: list[int] = []
-            flagged, _hit = self._flag_strings(body, events)
-            if flagged is not None and (
+            folds_ok = (
                 (not self._hinted and self._phone_idx < 0)
                 or body.isascii()
                 or not _FOLDS_TO_ASCII_RE.search(body)
-            ):
+            )
+            if self._accel is not None and folds_ok:
+                result = self._accel_mask_json(body)
+                if result is not None:
+                    return result
+            events: list[int] = []
+            flagged, _hit = self._flag_strings(body, events)
+            if flagged is not None and folds_ok:
                 result = self._splice_json_body(body, text, flagged, events)
                 if result is not None:
                     return result
@@ -1401,7 +1608,7 @@ class Masker:
             _Walk(self, "$", findings, flagged, None),
             mask_key=lambda key: bool(self._mask_str(key)[1]),
             forces_scan=self._value_forces_walk,
-            dumps=_dumps,
+            dumps=_json_text,
         )
         try:
             splices = nav.run()
@@ -1446,7 +1653,7 @@ class Masker:
             new, findings = self.mask_json_value(value, flagged=flagged)
         if new is value and not hook.seen:
             return MaskResult(body, findings, "json")
-        out = (_BOM if bom else "") + _dumps(new)
+        out = (_BOM if bom else "") + _json_text(new)
         return MaskResult(self._encode(out, enc), findings, "json")
 
     def _mask_ndjson_body(self, body: bytes, text: str, enc: str) -> MaskResult:

@@ -408,7 +408,6 @@ def test_json_body_shape_and_locations(masker: Masker) -> None:
     assert out["card"] == "[CREDIT_CARD]"
     assert out["nested"]["deep"]["deeper"][1]["iban"] == "[IBAN]"
     assert out["unicode"] == "Grüße 👋 [EMAIL]"
-    assert r.body == json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
     summary = summarise(r.findings)
     assert {"type": "EMAIL", "location": "$.rows[0][2]", "count": 1} in summary
     assert {"type": "PHONE", "location": "$.rows[0][3]", "count": 1} in summary

@@ -12,9 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from proxy_worker.masking import DEFAULT_ENTITY_TYPES, Masker, MaskingRule, jsonnav
+from proxy_worker.masking import DEFAULT_ENTITY_TYPES, Masker, MaskingRule, accel, jsonnav
 
 _RULE = MaskingRule(id=1, name="default", entity_types=DEFAULT_ENTITY_TYPES)
+
+
+@pytest.fixture(autouse=True)
+def _python_path(monkeypatch):
+    """These tests are about the Python path (jsonnav): maskers are built without the C
+    accelerator (``test_masking_accel.py`` compares the two)."""
+    monkeypatch.setattr(accel, "MODULE", None)
 
 _PII = [
     "jane.roe@example.com",
@@ -151,3 +158,15 @@ def test_invalid_json_is_masked_as_text(body):
     got = Masker([_RULE], hash_key=b"k").mask_body(body, "application/json")
     assert got.handler == "text"
     assert b"jane.roe" not in got.body
+
+
+@pytest.mark.parametrize("doc", [["中 jane.roe@example.com"], {"a": "Привет jane.roe@example.com"}])
+def test_u_escaped_text_without_other_escapes_is_scanned(doc):
+    # json.dumps' default ensure_ascii=True writes CJK or Cyrillic text as \u escapes; a
+    # body with no other escape once made the prefilter record the escaped form, so the
+    # decoded string was never scanned and the e-mail went through.
+    body = json.dumps(doc).encode()
+    assert b"\\u" in body and b"\\n" not in body
+    got = Masker([_RULE], hash_key=b"k").mask_body(body, "application/json")
+    assert b"jane.roe" not in got.body
+    assert [f.entity_type for f in got.findings] == ["EMAIL"]

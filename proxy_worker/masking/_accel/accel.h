@@ -53,8 +53,8 @@ void gh_dets_clear(gh_dets *d); /* drop every detection (n = 0), keep the buffer
 void gh_dets_free(gh_dets *d);
 
 /* ASCII character classes as Python's re sees them on ASCII text. */
-#define GH_DIGIT(c) ((unsigned char)(c) - '0' < 10u)
-#define GH_ALPHA(c) ((unsigned char)(((c) | 0x20) - 'a') < 26u)
+#define GH_DIGIT(c) ((unsigned)((unsigned char)(c) - '0') < 10u)
+#define GH_ALPHA(c) ((unsigned)(((unsigned char)(c) | 0x20) - 'a') < 26u)
 #define GH_ALNUM(c) (GH_DIGIT(c) || GH_ALPHA(c))
 #define GH_WORD(c) (GH_ALNUM(c) || (c) == '_')
 

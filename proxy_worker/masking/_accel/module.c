@@ -266,6 +266,16 @@ PyInit__accel(void)
         if (gh_type_str[i] == NULL)
             goto fail;
     }
+    PyObject *names = PyTuple_New(GH_NTYPES);
+    if (names == NULL)
+        goto fail;
+    for (int i = 0; i < GH_NTYPES; i++)
+        PyTuple_SET_ITEM(names, i, Py_NewRef(gh_type_str[i]));
+    /* GH_* index -> entity type: the type numbers of mask_json's plan */
+    int added = PyModule_AddObjectRef(m, "ENTITY_TYPES", names);
+    Py_DECREF(names);
+    if (added < 0)
+        goto fail;
     if (PyModule_AddFunctions(m, gh_driver_methods) < 0)
         goto fail;
     if (gh_detectors_init(m) < 0 || gh_phone_init(m) < 0 || gh_driver_init(m) < 0)
