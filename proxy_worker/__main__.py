@@ -52,7 +52,7 @@ from proxy_worker.contract import Keys
 from proxy_worker.forward import ensure_ca, publish_ca_forever
 from proxy_worker.identity import Authenticator, TokenUsage
 from proxy_worker.link import ControlPlaneLink
-from proxy_worker.masking import DEFAULT_PHONE_REGIONS
+from proxy_worker.masking import DEFAULT_PHONE_REGIONS, accel
 from proxy_worker.metrics import Metrics, WorkerMetrics
 
 log = logging.getLogger("gatehouse.worker")
@@ -143,6 +143,10 @@ async def run() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
     log.info("gatehouse proxy worker %s listening on %s:%d", link.worker_id, host, port)
+    log.info(
+        "masking accelerator: %s",
+        "on (C)" if accel.AVAILABLE else "off (pure Python; see docs/masking.md)",
+    )
     print(f"gatehouse proxy worker {link.worker_id} listening on http://{host}:{port}", flush=True)
     if forward_port:
         print(f"gatehouse forward proxy on http://{host}:{int(forward_port)}", flush=True)

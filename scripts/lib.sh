@@ -39,6 +39,26 @@ setup_venv() {
     .venv/bin/python -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
   fi
+  build_accel
+}
+
+# build_accel: (re)build the masking engine's optional C accelerator when its sources
+# changed since the last build (pip install -e builds it once; a pull may change them).
+build_accel() {
+  local so src
+  so="$(ls proxy_worker/masking/_accel.*.so 2>/dev/null | head -n1 || true)"
+  src="$(find setup.py proxy_worker/masking/_accel -newer "${so:-/nonexistent}" -type f 2>/dev/null | head -n1 || true)"
+  if [ -n "$so" ] && [ -z "$src" ]; then
+    return 0
+  fi
+  if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+    say "no C compiler: the masking accelerator is not built; masking runs in pure Python (slower on PII-dense bodies; Debian: apt-get install gcc)"
+    return 0
+  fi
+  say "building the masking accelerator (C)"
+  mkdir -p var
+  .venv/bin/python -m pip install --quiet --no-deps -e . >var/accel-build.log 2>&1 \
+    || say "the masking accelerator did not build (var/accel-build.log): masking runs in pure Python"
 }
 
 port_open() { # host port

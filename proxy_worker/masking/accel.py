@@ -25,7 +25,12 @@ __all__ = ["AVAILABLE", "MODULE"]
 
 
 def _load() -> ModuleType | None:
-    if os.environ.get("GATEHOUSE_MASKING_ACCEL", "1").strip().lower() in ("0", "false", "no", "off"):
+    if os.environ.get("GATEHOUSE_MASKING_ACCEL", "1").strip().lower() in (
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return None
     path = os.environ.get("GATEHOUSE_ACCEL_SO")
     if path:

@@ -33,9 +33,7 @@ def test_the_accelerator_is_built_where_ci_requires_it():
 
 
 def _rule(strategy: str = "redact") -> MaskingRule:
-    return MaskingRule(
-        id=1, name="default", entity_types=DEFAULT_ENTITY_TYPES, strategy=strategy
-    )
+    return MaskingRule(id=1, name="default", entity_types=DEFAULT_ENTITY_TYPES, strategy=strategy)
 
 
 def _pair(strategy: str = "redact", **kw) -> tuple[Masker, Masker]:
@@ -92,8 +90,10 @@ _PII = [
 ]
 _PLAIN = ["", "hello", "Grüße", "line\nbreak", 'quote " inside', "tab\tand \\ slash", "日本語"]
 
-_piece = hs.sampled_from(_PII) | hs.sampled_from(_PLAIN) | hs.text(
-    alphabet="0123456789 -.()+@xabcAB_\n\t\"\\", max_size=24
+_piece = (
+    hs.sampled_from(_PII)
+    | hs.sampled_from(_PLAIN)
+    | hs.text(alphabet='0123456789 -.()+@xabcAB_\n\t"\\', max_size=24)
 )
 _string = hs.lists(_piece, min_size=1, max_size=3).map(" ".join) | hs.text(max_size=15)
 _scalar = (
@@ -105,8 +105,21 @@ _scalar = (
     | hs.floats(allow_nan=False, allow_infinity=False)
 )
 _key = hs.sampled_from(
-    ["id", "email", "phone", "mobile_no", "ssn", "customer_itin", "api_token", "client_secret",
-     "note", "ü", "tel", "x y", "jane@example.com"]
+    [
+        "id",
+        "email",
+        "phone",
+        "mobile_no",
+        "ssn",
+        "customer_itin",
+        "api_token",
+        "client_secret",
+        "note",
+        "ü",
+        "tel",
+        "x y",
+        "jane@example.com",
+    ]
 ) | hs.text(max_size=8)
 _doc = hs.recursive(
     _scalar,
@@ -169,8 +182,8 @@ def test_escapes_around_a_match_are_kept():
         b"4155552671",
         b'{"phone": 4155552671, "card": 4111111111111111, "n": 123456789012}',
         b'{"phone": -4155552671.0, "ssn": 123456789}',
-        b'[' * 600 + b'"jane.roe@example.com"' + b']' * 600,
-        b'[' * 100 + b'"jane.roe@example.com"' + b']' * 100,
+        b"[" * 600 + b'"jane.roe@example.com"' + b"]" * 600,
+        b"[" * 100 + b'"jane.roe@example.com"' + b"]" * 100,
         b'{"jane.roe@example.com": 1, "[EMAIL]": 2}',
         b'{"pass\\u0077ord": "Zx9vQ2mL8pR4tY7wK3nB"}',
         b'{"password": ["Zx9vQ2mL8pR4tY7wK3nB", ["hunter2hunter2XYZ"]]}',
@@ -180,7 +193,7 @@ def test_escapes_around_a_match_are_kept():
         b'  {"a" : [ ] , "b" : { } , "c" : "jane.roe@example.com" }  ',
         b"",
         b"[]",
-        b'["\xef\xbc\x90\xef\xbc\x99\xef\xbc\x90 \xef\xbc\x91\xef\xbc\x92\xef\xbc\x93\xef\xbc\x94"]',
+        json.dumps(["０９０ １２３４ ５６７８ full-width"], ensure_ascii=False).encode(),
     ],
 )
 @pytest.mark.parametrize("strategy", ["redact", "hash"])
@@ -223,11 +236,11 @@ def test_dense_records_are_masked_in_c():
         {
             "id": i,
             "email": f"user{i}@example.com",
-            "phone": "+1-415-555-%04d" % (2671 + i),
+            "phone": f"+1-415-555-{2671 + i:04d}",
             "ssn": "123-45-6789",
             "card": "4111 1111 1111 1111",
             "iban": "GB82 WEST 1234 5698 7654 32",
-            "ip": "10.0.%d.1" % (i % 250),
+            "ip": f"10.0.{i % 250}.1",
             "address": "8351 House Forks Apt. 496\nBurnsfurt, HI 20326",
         }
         for i in range(200)

@@ -23,6 +23,7 @@ def _python_path(monkeypatch):
     accelerator (``test_masking_accel.py`` compares the two)."""
     monkeypatch.setattr(accel, "MODULE", None)
 
+
 _PII = [
     "jane.roe@example.com",
     "call +44 20 7946 0958 today",
