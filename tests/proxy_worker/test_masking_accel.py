@@ -249,3 +249,22 @@ def test_dense_records_are_masked_in_c():
     got = _same(fast, slow, body)
     assert len(got.findings) >= 200 * 6
     assert calls == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    doc=_doc,
+    cuts=hs.lists(
+        hs.tuples(hs.integers(0, 10_000), hs.integers(0, 3), hs.binary(max_size=3)), max_size=3
+    ),
+)
+def test_damaged_documents_give_what_the_python_path_gives(doc, cuts):
+    # Bytes deleted, replaced or inserted anywhere (truncated bodies, stray quotes and
+    # backslashes, broken UTF-8): the driver must never crash, accept what Python
+    # refuses, or mask differently.
+    body = bytearray(json.dumps(doc, ensure_ascii=False).encode())
+    for pos, drop, new in cuts:
+        pos %= len(body) + 1
+        body[pos : pos + drop] = new
+    fast, slow = _PAIRS["redact"]
+    _same(fast, slow, bytes(body))
