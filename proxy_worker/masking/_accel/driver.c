@@ -19,11 +19,11 @@
  *   - gives up when an object key holds something to mask (the engine's full
  *     walk renames keys).
  *
- * Findings are (entity_type, JSON path) in document order, as the Python walk
+ * Findings are Finding(entity_type, JSON path) in document order, as the Python walk
  * records them. The plan (built by Masker._accel_plan) is a tuple:
  *
  *   (types, fixed, placeholder, delegate_str, delegate_int, key_info, key_memo,
- *    phone_detector, int_lengths, max_chars)
+ *    phone_detector, int_lengths, max_chars, finding)
  *
  *   types         tuple[int]: GH_* of the C finders, priority order
  *   fixed         tuple[bytes | None] indexed by GH_*: the placeholder of the
@@ -37,9 +37,11 @@
  *   phone_detector  the PhoneDetector or None
  *   int_lengths   int: bit k set when integers of k digits are scanned
  *   max_chars     int: longer strings are delegated (the engine scans windows)
+ *   finding       the engine's Finding class, a named tuple (entity_type, location)
  */
 #include "accel.h"
 
+#include <stdint.h>
 #include <string.h>
 
 PyObject *gh_type_name(int type);
@@ -68,12 +70,23 @@ typedef struct {
     Py_ssize_t n, cap;
 } buf_t;
 
+/* Per-call cache of key entries: records repeat their keys, and a dict lookup needs a
+ * bytes object per key. Open addressing on an FNV-1a hash of the raw key. */
+#define KEY_SLOTS 256
+
+typedef struct {
+    const char *raw; /* into the body */
+    Py_ssize_t len;
+    PyObject *ent;   /* borrowed from the plan's key memo */
+} key_slot;
+
 typedef struct {
     /* plan */
     int ntypes;
     int types[GH_NTYPES];
     PyObject *fixed[GH_NTYPES]; /* borrowed bytes or NULL */
     PyObject *placeholder, *delegate_str, *delegate_int, *key_info, *key_memo;
+    PyTypeObject *finding; /* a tuple subclass */
     void *phone_ctx;
     unsigned long long int_lengths;
     Py_ssize_t max_chars;
@@ -93,6 +106,7 @@ typedef struct {
     Py_ssize_t mapcap;
     buf_t view;       /* dec with accepted detections blanked */
     gh_dets acc, tmp, merged;
+    key_slot keys[KEY_SLOTS];
 } drv_t;
 
 /* ------------------------------------------------------------------ buffers */
@@ -181,6 +195,21 @@ has_event(drv_t *d, Py_ssize_t start, Py_ssize_t end)
 
 /* ------------------------------------------------------------------ findings */
 
+/* Append Finding(type, loc) to the findings (the named tuple built as
+ * tuple.__new__ builds it). */
+static int
+add_finding(drv_t *d, PyObject *type, PyObject *loc)
+{
+    PyObject *f = d->finding->tp_alloc(d->finding, 2);
+    if (f == NULL)
+        return -1;
+    PyTuple_SET_ITEM(f, 0, Py_NewRef(type));
+    PyTuple_SET_ITEM(f, 1, Py_NewRef(loc));
+    int rc = PyList_Append(d->findings, f);
+    Py_DECREF(f);
+    return rc;
+}
+
 static PyObject *
 path_str(drv_t *d)
 {
@@ -195,13 +224,10 @@ add_findings_types(drv_t *d, PyObject *types)
         return -1;
     Py_ssize_t k = PyTuple_GET_SIZE(types);
     for (Py_ssize_t i = 0; i < k; i++) {
-        PyObject *f = PyTuple_Pack(2, PyTuple_GET_ITEM(types, i), loc);
-        if (f == NULL || PyList_Append(d->findings, f) < 0) {
-            Py_XDECREF(f);
+        if (add_finding(d, PyTuple_GET_ITEM(types, i), loc) < 0) {
             Py_DECREF(loc);
             return -1;
         }
-        Py_DECREF(f);
     }
     Py_DECREF(loc);
     return 0;
@@ -409,12 +435,8 @@ render(drv_t *d, Py_ssize_t s, Py_ssize_t e, Py_ssize_t m)
             if (rc < 0)
                 goto fail;
         }
-        PyObject *f = PyTuple_Pack(2, gh_type_name(x->type), loc);
-        if (f == NULL || PyList_Append(d->findings, f) < 0) {
-            Py_XDECREF(f);
+        if (add_finding(d, gh_type_name(x->type), loc) < 0)
             goto fail;
-        }
-        Py_DECREF(f);
     }
     Py_DECREF(loc);
     d->copied = raw;
@@ -586,8 +608,35 @@ path_push(drv_t *d, const char *s, Py_ssize_t len, Py_ssize_t *mark)
 
 /* key_info of the raw key body[s+1:e-1), memoised in the plan's dict. Returns a
  * borrowed tuple (flags, suffix, hint) or NULL. */
+static PyObject *key_entry_memo(drv_t *d, Py_ssize_t s, Py_ssize_t e);
+
 static PyObject *
 key_entry(drv_t *d, Py_ssize_t s, Py_ssize_t e)
+{
+    const char *raw = d->b + s + 1;
+    Py_ssize_t len = e - s - 2;
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)raw[i]) * 16777619u;
+    for (int probe = 0; probe < 8; probe++) {
+        key_slot *k = &d->keys[(h + (uint32_t)probe) % KEY_SLOTS];
+        if (k->ent == NULL) {
+            PyObject *ent = key_entry_memo(d, s, e);
+            if (ent != NULL) {
+                k->raw = raw;
+                k->len = len;
+                k->ent = ent;
+            }
+            return ent;
+        }
+        if (k->len == len && memcmp(k->raw, raw, (size_t)len) == 0)
+            return k->ent;
+    }
+    return key_entry_memo(d, s, e);
+}
+
+static PyObject *
+key_entry_memo(drv_t *d, Py_ssize_t s, Py_ssize_t e)
 {
     PyObject *raw = PyBytes_FromStringAndSize(d->b + s + 1, e - s - 2);
     if (raw == NULL)
@@ -770,11 +819,17 @@ load_plan(drv_t *d, PyObject *plan)
 {
     PyObject *types, *fixed, *phone;
     unsigned long long lengths;
-    if (!PyArg_ParseTuple(plan, "O!O!OOOOO!OKn:plan", &PyTuple_Type, &types, &PyTuple_Type,
+    PyObject *finding;
+    if (!PyArg_ParseTuple(plan, "O!O!OOOOO!OKnO!:plan", &PyTuple_Type, &types, &PyTuple_Type,
                           &fixed, &d->placeholder, &d->delegate_str, &d->delegate_int,
                           &d->key_info, &PyDict_Type, &d->key_memo, &phone, &lengths,
-                          &d->max_chars))
+                          &d->max_chars, &PyType_Type, &finding))
         return -1;
+    d->finding = (PyTypeObject *)finding;
+    if (!PyType_IsSubtype(d->finding, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "bad plan: Finding must be a named tuple");
+        return -1;
+    }
     d->int_lengths = lengths;
     d->ntypes = (int)PyTuple_GET_SIZE(types);
     if (d->ntypes > GH_NTYPES || PyTuple_GET_SIZE(fixed) != GH_NTYPES) {
@@ -807,14 +862,14 @@ load_plan(drv_t *d, PyObject *plan)
 }
 
 PyDoc_STRVAR(mask_json_doc,
-"mask_json(body, plan, events) -> None | tuple[bytes | None, list[tuple[str, str]]]\n\n"
+"mask_json(body, plan, events) -> None | tuple[bytes | None, list[Finding]]\n\n"
 "Mask a UTF-8 JSON document (bytes) with the C finders; see driver.c for ``plan``.\n"
 "``events`` are the ascending byte offsets of matches of the gates of detectors\n"
 "without a C finder: strings holding one are delegated to Python.\n\n"
 "Returns None when the document must take the engine's Python path (syntax the\n"
 "driver does not decide, a key to mask), else ``(masked_body, findings)`` with\n"
-"``masked_body`` None when nothing changed and ``findings`` the\n"
-"``(entity_type, json_path)`` pairs in document order. Exceptions of the callbacks\n"
+"``masked_body`` None when nothing changed and ``findings`` the plan's Finding\n"
+"``(entity_type, json_path)`` in document order. Exceptions of the callbacks\n"
 "and MaskingError of the finders propagate.");
 
 static PyObject *

@@ -243,7 +243,21 @@ int gh_find_ipv4(const char *t, Py_ssize_t n, gh_dets *out) { return no_detector
 int gh_detectors_init(PyObject *module) { return 0; }
 #endif
 
+PyDoc_STRVAR(prepare_doc,
+"prepare(detector) -> None\n\n"
+"Compile the C context of a Python PhoneDetector now (it is otherwise compiled on\n"
+"first use): the engine does it when it builds a masker.");
+
+static PyObject *
+accel_prepare(PyObject *self, PyObject *detector)
+{
+    if (gh_phone_context(detector) == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef accel_methods[] = {
+    {"prepare", accel_prepare, METH_O, prepare_doc},
     {"find", (PyCFunction)(void (*)(void))accel_find, METH_VARARGS | METH_KEYWORDS, find_doc},
     {NULL, NULL, 0, NULL},
 };
