@@ -1267,8 +1267,9 @@ class Masker:
             flags |= mod.KEY_NONASCII
         return flags, suffix, hint
 
-    def _accel_mask_json(self, body: bytes) -> MaskResult | None:
-        """Mask a UTF-8 JSON body with the C driver (``None``: take the Python path)."""
+    def _accel_mask_json(self, body: bytes, root: str = "$") -> MaskResult | None:
+        """Mask a UTF-8 JSON body with the C driver (``None``: take the Python path);
+        finding locations start with ``root``."""
         accel = self._accel
         assert accel is not None and _accel.MODULE is not None
         events: list[int] = []
@@ -1279,7 +1280,7 @@ class Masker:
             events = [s for s, _e in accel.prefilter.body_hits(view)]
         if len(self._accel_keys) > _CACHE_SIZE:
             self._accel_keys.clear()
-        res = _accel.MODULE.mask_json(body, accel.plan, events)
+        res = _accel.MODULE.mask_json(body, accel.plan, events, root)
         if res is None:
             return None
         out, findings = res
@@ -1603,6 +1604,16 @@ class Masker:
         except Exception as exc:  # never let a bug forward unmasked data
             raise MaskingError(f"masking failed: {type(exc).__name__}") from exc
 
+    def _in_place_ok(self, body: bytes) -> bool:
+        """The raw-bytes prefilter sees every secret-like key of ``body`` (UTF-8): no
+        non-ASCII letter that case-insensitive matching folds to ASCII (``ſ``, ``K``)
+        could spell one (see ``_FOLDS_TO_ASCII_RE``)."""
+        return (
+            (not self._hinted and self._phone_idx < 0)
+            or body.isascii()
+            or not _FOLDS_TO_ASCII_RE.search(body)
+        )
+
     def _mask_json_body(self, body: bytes, text: str, enc: str) -> MaskResult:
         if (
             enc == "utf-8"
@@ -1610,11 +1621,7 @@ class Masker:
             and not self._json_paths
             and not text.startswith(_BOM)
         ):
-            folds_ok = (
-                (not self._hinted and self._phone_idx < 0)
-                or body.isascii()
-                or not _FOLDS_TO_ASCII_RE.search(body)
-            )
+            folds_ok = self._in_place_ok(body)
             if self._accel is not None and folds_ok:
                 result = self._accel_mask_json(body)
                 if result is not None:
@@ -1692,11 +1699,27 @@ class Masker:
         findings: list[Finding] = []
         lines = text.split("\n")
         changed = False
+        accel = (
+            self._accel is not None
+            and enc == "utf-8"
+            and not self._fields
+            and not self._json_paths
+            and self._in_place_ok(body)
+        )
         for i, line in enumerate(lines):
             cr = line.endswith("\r")
             core = line[:-1] if cr else line
             if not core.strip():
                 continue
+            if accel and not core.startswith(_BOM):
+                raw = core.encode("utf-8")
+                res = self._accel_mask_json(raw, f"ndjson[{i}]$")
+                if res is not None:
+                    findings += res.findings
+                    if res.body is not raw:
+                        lines[i] = res.body.decode("utf-8") + ("\r" if cr else "")
+                        changed = True
+                    continue
             hook = _DupKeys()
             try:
                 value = json.loads(core, object_pairs_hook=hook)

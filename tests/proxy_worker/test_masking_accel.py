@@ -57,6 +57,12 @@ def _same(fast: Masker, slow: Masker, body: bytes, content_type: str = "applicat
     assert got.findings == want.findings
     if want.handler == "json":
         assert json.loads(got.body) == json.loads(want.body)
+    elif want.handler == "ndjson":
+        for g, w in zip(got.body.split(b"\n"), want.body.split(b"\n"), strict=True):
+            try:
+                assert json.loads(g) == json.loads(w)
+            except ValueError:
+                assert g == w
     else:
         assert got.body == want.body
     if not want.findings and want.body is body:
@@ -268,3 +274,18 @@ def test_damaged_documents_give_what_the_python_path_gives(doc, cuts):
         body[pos : pos + drop] = new
     fast, slow = _PAIRS["redact"]
     _same(fast, slow, bytes(body))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    docs=hs.lists(_doc, max_size=5),
+    crlf=hs.booleans(),
+    junk=hs.sampled_from(["", "not json jane.roe@example.com", "  "]),
+)
+def test_ndjson_lines_are_masked_like_the_python_path(docs, crlf, junk):
+    eol = "\r\n" if crlf else "\n"
+    lines = [json.dumps(d, ensure_ascii=False) for d in docs] + [junk]
+    body = eol.join(lines).encode()
+    fast, slow = _PAIRS["redact"]
+    got = _same(fast, slow, body, "application/x-ndjson")
+    assert got is None or all(f.location.startswith("ndjson[") for f in got.findings)

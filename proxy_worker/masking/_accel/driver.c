@@ -862,8 +862,9 @@ load_plan(drv_t *d, PyObject *plan)
 }
 
 PyDoc_STRVAR(mask_json_doc,
-"mask_json(body, plan, events) -> None | tuple[bytes | None, list[Finding]]\n\n"
+"mask_json(body, plan, events, root='$') -> None | tuple[bytes | None, list[Finding]]\n\n"
 "Mask a UTF-8 JSON document (bytes) with the C finders; see driver.c for ``plan``.\n"
+"Finding locations start with ``root`` (``ndjson[3]$`` for a line of NDJSON).\n"
 "``events`` are the ascending byte offsets of matches of the gates of detectors\n"
 "without a C finder: strings holding one are delegated to Python.\n\n"
 "Returns None when the document must take the engine's Python path (syntax the\n"
@@ -877,8 +878,10 @@ mask_json(PyObject *self, PyObject *args)
 {
     Py_buffer body;
     PyObject *plan, *events;
-    if (!PyArg_ParseTuple(args, "y*O!O!:mask_json", &body, &PyTuple_Type, &plan, &PyList_Type,
-                          &events))
+    const char *root = "$";
+    Py_ssize_t root_len = 1;
+    if (!PyArg_ParseTuple(args, "y*O!O!|s#:mask_json", &body, &PyTuple_Type, &plan,
+                          &PyList_Type, &events, &root, &root_len))
         return NULL;
     drv_t d;
     memset(&d, 0, sizeof d);
@@ -890,7 +893,7 @@ mask_json(PyObject *self, PyObject *args)
     if (load_plan(&d, plan) < 0)
         goto done;
     d.findings = PyList_New(0);
-    if (d.findings == NULL || buf_put(&d.path, "$", 1) < 0)
+    if (d.findings == NULL || buf_put(&d.path, root, root_len) < 0)
         goto done;
     Py_ssize_t p = skip_ws(&d, 0);
     Py_ssize_t end = value(&d, p, 0, NULL, 0);
