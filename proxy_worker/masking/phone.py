@@ -655,3 +655,98 @@ class PhoneDetector:
             if e164:
                 return Detection(s0, e0, PHONE, e164)
         return None
+
+
+# --------------------------------------------------------------------------- C accelerator tables
+# Plain tables of this module's precompiled data for the C port of PhoneDetector
+# (proxy_worker/masking/_accel/phone.c), read once per region, calling code and
+# detector. The C code calls the same compiled patterns (bound methods) as the
+# functions above; nothing here is used by the Python detector.
+
+_ACCEL_LITERAL_RE = re.compile(r"[0-9]+")
+
+
+def _accel_literal(p: re.Pattern[str] | None) -> str | None:
+    """The pattern's text when it only matches itself (ASCII digits), else ``None``."""
+    return p.pattern if p is not None and _ACCEL_LITERAL_RE.fullmatch(p.pattern) else None
+
+
+def _accel_desc(d: _Desc | None) -> tuple | None:
+    return None if d is None else (tuple(sorted(d[0])), d[1].fullmatch)
+
+
+def _accel_region(reg: _Region) -> tuple:
+    """One :class:`_Region` for C: ``(cc, general, types_any, types, npp, transform,
+    idd, possible, local_lengths, formats, max_input)`` where a description is
+    ``(lengths, fullmatch)``, ``npp`` is ``(match, groups, sub, literal)``, ``idd``
+    is ``(match, literal)``, ``transform`` the replacement template of ``re.sub``
+    and a format ``(leading match or None, fullmatch, required)``."""
+    npp = reg.npp
+    return (
+        reg.cc,
+        _accel_desc(reg.general),
+        reg.types_any.fullmatch if reg.types_any is not None else None,
+        tuple(_accel_desc(t) for t in reg.types),
+        (npp.match, npp.groups, npp.sub, _accel_literal(npp)) if npp is not None else None,
+        reg.transform.replace("$", "\\") if reg.transform is not None else None,
+        (reg.idd.match, _accel_literal(reg.idd)) if reg.idd is not None else None,
+        reg.possible,
+        tuple(sorted(reg.local_lengths)),
+        tuple(
+            (lead.match if lead is not None else None, pat.fullmatch, required)
+            for lead, pat, required in reg.formats
+        ),
+        tuple(sorted(reg.max_input)),
+    )
+
+
+def _accel_cc(cc: int) -> tuple:
+    """Calling code ``cc`` for C: ``(_cc_regions(cc), plan)``, the plan being
+    :func:`_cc_plan` as ``(match or None, owner, regions)`` steps where
+    ``owner[m.lastindex]`` is the index in ``regions`` that ``m.lastgroup`` names."""
+    plan = []
+    for pat, regs in _cc_plan(cc):
+        if pat is None:
+            plan.append((None, None, regs))
+            continue
+        owner = [-1] * (pat.groups + 1)
+        for name, idx in pat.groupindex.items():
+            owner[idx] = int(name[1:])
+        plan.append((pat.match, tuple(owner), regs))
+    return _cc_regions(cc), tuple(plan)
+
+
+@cache
+def _accel_filter(regions: tuple[str, ...]) -> tuple:
+    """:func:`_regions_filter` for C: ``(kind, owners, matcher)``; ``owners[i]`` is
+    the filter (pattern index) of ``regions[i]`` or -1; kind 0: no filter
+    (every region), 1: ``matcher`` is the RE2 set's ``Match`` (ASCII bytes ->
+    indices of the matching patterns), 2: ``matcher`` is a tuple of full-match
+    functions, one per pattern (without google-re2)."""
+    pats: dict[str, int] = {}
+    owners: list[int] = []
+    for r in regions:
+        f = _national_filter(r)
+        owners.append(-1 if f is None else pats.setdefault(f.pattern, len(pats)))
+    if not pats:
+        return 0, tuple(owners), None
+    if _re2 is None:  # pragma: no cover - without google-re2
+        return 2, tuple(owners), tuple(re.compile(p).fullmatch for p in pats)
+    opts = _re2.Options()
+    opts.max_mem = 64 << 20
+    rset = _re2.Set.FullMatchSet(opts)
+    for p in pats:
+        rset.Add(p)
+    rset.Compile()
+    return 1, tuple(owners), getattr(rset, "_set", rset).Match
+
+
+def _accel_detector(det: PhoneDetector) -> tuple:
+    """A :class:`PhoneDetector` for C: ``(regions, national_lengths, min_national,
+    filter)`` with the :class:`_Region` of each region and :func:`_accel_filter`."""
+    return (
+        tuple(_region(r) for r in det.regions),
+        tuple(sorted(det._national_lengths)),
+        det._min_national,
+        _accel_filter(det.regions),
+    )
