@@ -205,6 +205,9 @@ add_finding(drv_t *d, PyObject *type, PyObject *loc)
         return -1;
     PyTuple_SET_ITEM(f, 0, Py_NewRef(type));
     PyTuple_SET_ITEM(f, 1, Py_NewRef(loc));
+    /* Two strs cannot form a cycle: keep thousands of findings out of the GC's
+     * generations (the GC untracks such tuples itself, but only when it runs). */
+    PyObject_GC_UnTrack(f);
     int rc = PyList_Append(d->findings, f);
     Py_DECREF(f);
     return rc;
@@ -724,10 +727,16 @@ array(drv_t *d, Py_ssize_t p, const hint_t *h, int depth)
     if (p < d->n && d->b[p] == ']')
         return p + 1;
     for (Py_ssize_t i = 0;; i++) {
-        char idx[32];
-        int len = snprintf(idx, sizeof idx, "[%zd]", i);
+        char idx[32], *q = idx + sizeof idx;
+        *--q = ']';
+        size_t u = (size_t)i;
+        do
+            *--q = (char)('0' + u % 10);
+        while (u /= 10);
+        *--q = '[';
+        Py_ssize_t len = idx + sizeof idx - q;
         Py_ssize_t mark;
-        if (path_push(d, idx, len, &mark) < 0)
+        if (path_push(d, q, len, &mark) < 0)
             return -1;
         Py_ssize_t end = value(d, p, lead, h, depth + 1);
         d->path.n = mark;
