@@ -340,6 +340,15 @@ def _escape_view(m: re.Match[bytes]) -> bytes:
     return _ESCAPE_VIEW[m.group(1)]
 
 
+def _simple_escape_view(body: bytes) -> bytes:
+    """``body`` with simple JSON escapes replaced by same-length stand-ins that show
+    what they decode to (``_ESCAPE_VIEW``; ``\\u`` escapes kept), in C when the
+    accelerator is built."""
+    if _accel.MODULE is not None:
+        return _accel.MODULE.escape_view(body)
+    return _SIMPLE_ESCAPE_RE.sub(_escape_view, body)
+
+
 def _quote_escaped(body: bytes, q: int) -> bool:
     """The ``"`` at ``body[q]`` is preceded by an odd number of backslashes."""
     n = 0
@@ -1276,7 +1285,7 @@ class Masker:
         if accel.prefilter is not None:
             view = body
             if b"\\" in body:
-                view = _SIMPLE_ESCAPE_RE.sub(_escape_view, body)
+                view = _simple_escape_view(body)
             events = [s for s, _e in accel.prefilter.body_hits(view)]
         if len(self._accel_keys) > _CACHE_SIZE:
             self._accel_keys.clear()
@@ -1328,7 +1337,7 @@ class Masker:
         if not plain:
             if _UNSAFE_ESCAPE_RE.search(body):
                 return None, True
-            view = _SIMPLE_ESCAPE_RE.sub(_escape_view, body)
+            view = _simple_escape_view(body)
         flagged: set[str] = set()
         close = -1
         hit = False

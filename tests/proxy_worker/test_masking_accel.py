@@ -289,3 +289,12 @@ def test_ndjson_lines_are_masked_like_the_python_path(docs, crlf, junk):
     fast, slow = _PAIRS["redact"]
     got = _same(fast, slow, body, "application/x-ndjson")
     assert got is None or all(f.location.startswith("ndjson[") for f in got.findings)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    body=hs.binary(max_size=40) | hs.text(alphabet='\\"/bfnrtu0a é', max_size=30).map(str.encode)
+)
+def test_escape_view_equals_the_regex_substitution(body):
+    want = _engine._SIMPLE_ESCAPE_RE.sub(_engine._escape_view, body)
+    assert accel.MODULE.escape_view(body) == want

@@ -243,6 +243,48 @@ int gh_find_ipv4(const char *t, Py_ssize_t n, gh_dets *out) { return no_detector
 int gh_detectors_init(PyObject *module) { return 0; }
 #endif
 
+PyDoc_STRVAR(escape_view_doc,
+"escape_view(body) -> bytes\n\n"
+"``body`` with each simple JSON escape replaced by a same-length stand-in that\n"
+"shows what it decodes to (``\\n`` -> two newlines, ``\\/`` -> ``//``, ``\\\"``\n"
+"and ``\\\\`` kept), as the engine's ``_SIMPLE_ESCAPE_RE.sub(_escape_view, body)``\n"
+"does; ``\\u`` escapes are kept. Returns ``body`` itself when it has no backslash.");
+
+static PyObject *
+accel_escape_view(PyObject *self, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "escape_view takes bytes");
+        return NULL;
+    }
+    const char *b = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    const char *first = memchr(b, '\\', (size_t)n);
+    if (first == NULL)
+        return Py_NewRef(arg);
+    PyObject *out = PyBytes_FromStringAndSize(b, n);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = first - b; i + 1 < n; i++) {
+        if (b[i] != '\\')
+            continue;
+        char r;
+        switch (b[i + 1]) {
+        case '"': case '\\': i++; continue; /* kept as they are */
+        case '/': r = '/'; break;
+        case 'b': case 'f': r = ' '; break;
+        case 'n': r = '\n'; break;
+        case 'r': r = '\r'; break;
+        case 't': r = '\t'; break;
+        default: continue;
+        }
+        o[i] = o[i + 1] = r;
+        i++;
+    }
+    return out;
+}
+
 PyDoc_STRVAR(prepare_doc,
 "prepare(detector) -> None\n\n"
 "Compile the C context of a Python PhoneDetector now (it is otherwise compiled on\n"
@@ -258,6 +300,7 @@ accel_prepare(PyObject *self, PyObject *detector)
 
 static PyMethodDef accel_methods[] = {
     {"prepare", accel_prepare, METH_O, prepare_doc},
+    {"escape_view", accel_escape_view, METH_O, escape_view_doc},
     {"find", (PyCFunction)(void (*)(void))accel_find, METH_VARARGS | METH_KEYWORDS, find_doc},
     {NULL, NULL, 0, NULL},
 };
