@@ -609,8 +609,8 @@ path_push(drv_t *d, const char *s, Py_ssize_t len, Py_ssize_t *mark)
     return buf_put(&d->path, s, len);
 }
 
-/* key_info of the raw key body[s+1:e-1), memoised in the plan's dict. Returns a
- * borrowed tuple (flags, suffix, hint) or NULL. */
+/* key_info of the raw key body[s+1:e-1), memoised in the plan's dict and in the
+ * call's key slots. Returns a new reference to (flags, suffix, hint) or NULL. */
 static PyObject *key_entry_memo(drv_t *d, Py_ssize_t s, Py_ssize_t e);
 
 static PyObject *
@@ -628,12 +628,12 @@ key_entry(drv_t *d, Py_ssize_t s, Py_ssize_t e)
             if (ent != NULL) {
                 k->raw = raw;
                 k->len = len;
-                k->ent = ent;
+                k->ent = Py_NewRef(ent);
             }
             return ent;
         }
         if (k->len == len && memcmp(k->raw, raw, (size_t)len) == 0)
-            return k->ent;
+            return Py_NewRef(k->ent);
     }
     return key_entry_memo(d, s, e);
 }
@@ -663,15 +663,17 @@ key_entry_memo(drv_t *d, Py_ssize_t s, Py_ssize_t e)
             PyErr_SetString(PyExc_TypeError, "key_info must return (int, bytes, bytes)");
             return NULL;
         }
-        int rc = PyDict_SetItem(d->key_memo, raw, ent);
-        Py_DECREF(ent); /* the memo keeps it alive for this call */
-        if (rc < 0) {
+        if (PyDict_SetItem(d->key_memo, raw, ent) < 0) {
+            Py_DECREF(ent);
             Py_DECREF(raw);
             return NULL;
         }
     }
+    else
+        Py_INCREF(ent);
     Py_DECREF(raw);
-    return ent;
+    return ent; /* a new reference: the memo may be cleared by another thread while a
+                 * callback of this call runs */
 }
 
 static Py_ssize_t
@@ -691,20 +693,22 @@ object(drv_t *d, Py_ssize_t p, int depth)
             return -1;
         hint_t h;
         h.flags = (int)PyLong_AsLong(PyTuple_GET_ITEM(ent, 0));
-        if (h.flags & KEY_MASKED)
-            return GIVE_UP; /* the full walk renames masked keys */
         PyObject *suffix = PyTuple_GET_ITEM(ent, 1), *hint = PyTuple_GET_ITEM(ent, 2);
         h.hint = PyBytes_AS_STRING(hint);
         h.hn = PyBytes_GET_SIZE(hint);
-        p = skip_ws(d, ke);
-        if (p >= d->n || d->b[p] != ':')
-            return GIVE_UP;
-        p = skip_ws(d, p + 1);
         Py_ssize_t mark;
-        if (path_push(d, PyBytes_AS_STRING(suffix), PyBytes_GET_SIZE(suffix), &mark) < 0)
-            return -1;
-        p = value(d, p, ke - 1, &h, depth + 1);
-        d->path.n = mark;
+        p = skip_ws(d, ke);
+        if (h.flags & KEY_MASKED)
+            p = GIVE_UP; /* the full walk renames masked keys */
+        else if (p >= d->n || d->b[p] != ':')
+            p = GIVE_UP;
+        else if (path_push(d, PyBytes_AS_STRING(suffix), PyBytes_GET_SIZE(suffix), &mark) < 0)
+            p = -1;
+        else {
+            p = value(d, skip_ws(d, p + 1), ke - 1, &h, depth + 1);
+            d->path.n = mark;
+        }
+        Py_DECREF(ent); /* h's pointers are not used after this */
         if (p < 0)
             return p;
         p = skip_ws(d, p);
@@ -925,6 +929,8 @@ mask_json(PyObject *self, PyObject *args)
     result = PyTuple_Pack(2, out, d.findings);
     Py_DECREF(out);
 done:
+    for (int i = 0; i < KEY_SLOTS; i++)
+        Py_XDECREF(d.keys[i].ent);
     Py_XDECREF(d.findings);
     PyMem_Free(d.out.p);
     PyMem_Free(d.path.p);

@@ -19,6 +19,9 @@
 /* Longest digit string handled (numbers are at most 18 digits; a national
  * prefix transform may add a few). */
 #define PH_BUF 64
+/* Most region filters (distinct national filters) a detector can have: one per
+ * region libphonenumber knows is about 250. */
+#define PH_MAX_PATS 512
 #define MIN_NSN 2          /* _MIN_NSN */
 #define MAX_NSN 17         /* _MAX_NSN */
 #define MAX_CC_LEN 3       /* _MAX_CC_LEN */
@@ -898,8 +901,7 @@ typedef struct {
     int *owner;          /* _regions_filter: filter pattern of each region, -1: none */
     int filter_kind;     /* 0: none, 1: RE2 set Match, 2: tuple of fullmatch */
     PyObject *filter;
-    Py_ssize_t npats;
-    unsigned char *ok; /* npats scratch flags */
+    Py_ssize_t npats;   /* at most PH_MAX_PATS */
     lenset national;   /* _national_lengths */
     Py_ssize_t min_national;
 } gh_phone_ctx;
@@ -952,7 +954,6 @@ gh_phone_free(void *p)
         return;
     PyMem_Free(ctx->regions);
     PyMem_Free(ctx->owner);
-    PyMem_Free(ctx->ok);
     Py_XDECREF(ctx->filter);
     PyMem_Free(ctx);
 }
@@ -993,9 +994,8 @@ gh_phone_compile(PyObject *detector)
             ctx->npats = ctx->owner[i] + 1;
     }
     ctx->filter = Py_NewRef(PyTuple_GET_ITEM(f, 2));
-    ctx->ok = PyMem_Calloc((size_t)ctx->npats + 1, 1);
-    if (ctx->ok == NULL) {
-        PyErr_NoMemory();
+    if (ctx->npats > PH_MAX_PATS) {
+        PyErr_SetString(PyExc_ValueError, "phone accelerator: too many region filters");
         goto fail;
     }
     /* the main region of each region's calling code (is_valid_number) */
@@ -1012,12 +1012,13 @@ fail:
     return NULL;
 }
 
-/* _regions_filter(regions)(digits): ctx->ok[k] = the k-th filter accepts the
- * digits. 0 / -1. */
+/* _regions_filter(regions)(digits): ok[k] = the k-th filter accepts the digits
+ * (`ok` is the caller's: a context is shared by every use of its detector).
+ * 0 / -1. */
 static int
-worth_trying(gh_phone_ctx *ctx, const char *digits, Py_ssize_t n)
+worth_trying(gh_phone_ctx *ctx, unsigned char *ok, const char *digits, Py_ssize_t n)
 {
-    memset(ctx->ok, 0, (size_t)ctx->npats + 1);
+    memset(ok, 0, (size_t)ctx->npats + 1);
     if (ctx->filter_kind == 0)
         return 0;
     if (ctx->filter_kind == 2) {
@@ -1025,7 +1026,7 @@ worth_trying(gh_phone_ctx *ctx, const char *digits, Py_ssize_t n)
             PyObject *m = call_str(PyTuple_GET_ITEM(ctx->filter, k), digits, n);
             if (m == NULL)
                 return -1;
-            ctx->ok[k] = m != Py_None;
+            ok[k] = m != Py_None;
             Py_DECREF(m);
         }
         return 0;
@@ -1048,7 +1049,7 @@ worth_trying(gh_phone_ctx *ctx, const char *digits, Py_ssize_t n)
             return -1;
         }
         if (k >= 0 && k < ctx->npats)
-            ctx->ok[k] = 1;
+            ok[k] = 1;
     }
     Py_DECREF(fast);
     return 0;
@@ -1168,6 +1169,7 @@ typedef struct {
     Py_ssize_t n;
     Py_ssize_t budget;
     gh_memo memo;
+    unsigned char ok[PH_MAX_PATS + 1]; /* worth_trying's answer */
     /* scratch of _candidates */
     Py_ssize_t *ts, *te, *acc;
     Py_ssize_t cap;
@@ -1215,11 +1217,11 @@ validate(finder *F, Py_ssize_t s0, Py_ssize_t e0, cand *c)
     }
     else {
         gh_phone_ctx *ctx = F->ctx;
-        if (worth_trying(ctx, d, dl) < 0)
+        if (worth_trying(ctx, F->ok, d, dl) < 0)
             return -1;
         el = 0;
         for (int i = 0; i < ctx->nregions && el == 0; i++) {
-            if (ctx->owner[i] >= 0 && !ctx->ok[ctx->owner[i]])
+            if (ctx->owner[i] >= 0 && !F->ok[ctx->owner[i]])
                 continue;
             el = valid_national(&F->memo, ctx->regions[i], d, dl, c->e164);
         }
