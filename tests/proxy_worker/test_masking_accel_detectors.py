@@ -103,7 +103,9 @@ _email_plain = st.builds(
     "{}@{}.{}".format,
     st.sampled_from(["roger.harris", "a", "x_y+z", ".a", "..", "%"]),
     st.sampled_from(["example", "a-b.c", "b_c", "x1.y2", "mail.example"]),
-    st.sampled_from(["com", "io", "COM", "c", "c1", "xn--p1ai"]),
+    st.sampled_from(
+        ["com", "io", "COM", "c", "c1", "xn--p1ai", "xn--a_b-1", "XN--p1ai", "xn--" + "a" * 62]
+    ),
 )
 
 

@@ -158,6 +158,13 @@ def test_looks_secret() -> None:
     assert looks_secret("q8Zr2LmV9xKp4TnW7", password=False)
 
 
+def test_punycode_top_level_domain_is_part_of_the_address(masker: Masker) -> None:
+    # xn-- (IDNA, RFC 5890) before plain letters: "xn" alone once ended the match and
+    # left "--p1ai" behind.
+    masked, _ = masker.mask_text("write to ivan@example.xn--p1ai today")
+    assert masked == "write to [EMAIL] today"
+
+
 def test_url_credentials_win_over_email(masker: Masker) -> None:
     masked, _ = masker.mask_text("https://bob:pw123456@example.com/x")
     assert masked == "https://[URL_CREDENTIALS]@example.com/x"

@@ -27,7 +27,7 @@ lower(char c)
 /* =========================================================== e-mail */
 /* EmailDetector.find: _EMAIL_RE.finditer
  *     (?<![\w.%+\-]) [\w.%+\-]{1,64}+ @ (?:[^\W_][\w\-]{0,62}\.){1,8}
- *     (?:[^\W\d_]{2,63}|xn--[\w\-]{1,59}) (?![^\W_])
+ *     (?:xn--[\w\-]{1,59}|[^\W\d_]{2,63}) (?![^\W_])
  * then leading dots are trimmed from the span (a local part of dots only is
  * dropped) and the span is lower-cased. */
 
@@ -53,13 +53,21 @@ email_label(const char *t, Py_ssize_t n, Py_ssize_t p)
     return q < n && t[q] == '.' ? q + 1 : -1;
 }
 
-/* End of the TLD `[^\W\d_]{2,63}(?![^\W_])` at q, or -1: the letter run must
- * be 2-63 long and not followed by a digit (a shorter prefix is followed by a
- * letter). The other alternative, `xn--[\w\-]{1,59}`, is never reached:
- * wherever it matches, the letters "xn" followed by "-" satisfy this one. */
+/* End of the TLD `(?:xn--[\w\-]{1,59}|[^\W\d_]{2,63})(?![^\W_])` at q, or -1.
+ * Punycode first: the greedy [\w\-]{1,59} gives characters back until the
+ * next one is not a letter or digit. Then letters: the run must be 2-63 long
+ * and not followed by a digit (a shorter prefix is followed by a letter). */
 static Py_ssize_t
 email_tld(const char *t, Py_ssize_t n, Py_ssize_t q)
 {
+    if (q + 4 < n && memcmp(t + q, "xn--", 4) == 0) {
+        Py_ssize_t s = q + 4, r = s;
+        while (r < n && r - s < 59 && (GH_WORD(t[r]) || t[r] == '-'))
+            r++;
+        for (Py_ssize_t e = r; e > s; e--)
+            if (e == n || !GH_ALNUM(t[e]))
+                return e;
+    }
     Py_ssize_t e = q, lim = q + 64 < n ? q + 64 : n;
     while (e < lim && GH_ALPHA(t[e]))
         e++;
