@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from proxy_worker.flowstate import state_of
+from proxy_worker.masking import accel
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -108,6 +109,11 @@ class WorkerMetrics:
         Gauge(
             "gatehouse_proxy_redis_up", "1 while Redis (the control plane link) answers", registry=r
         ).set_function(lambda: 1.0 if link.redis_ok else 0.0)
+        Gauge(
+            "gatehouse_proxy_masking_accelerator",
+            "1 when the masking engine's C accelerator is loaded (0: pure Python)",
+            registry=r,
+        ).set(1.0 if accel.AVAILABLE else 0.0)
         Gauge(
             "gatehouse_proxy_spool_bytes",
             "Bytes of exchanges spooled locally while Redis was unreachable",

@@ -408,6 +408,9 @@ def test_metrics_count_findings_per_type_and_requests(tmp_path):
         )
         == 2
     )
+    from proxy_worker.masking import accel
+
+    assert r.get_sample_value("gatehouse_proxy_masking_accelerator") == float(accel.AVAILABLE)
     assert (
         r.get_sample_value("gatehouse_proxy_request_duration_seconds_count", {"target": "-"}) == 2
     )
