@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from functools import cache
+from pathlib import Path
 
 import phonenumbers
 import pytest
@@ -30,7 +31,10 @@ REGION_LISTS = [
     ("BR", "FR"),
     ("AU", "AR", "MX"),
 ]
-CORPUS = "/work/shared/corpora/presidio_synth_dataset_v2.json"
+#: See test_masking_accel_detectors.py.
+CORPUS = os.environ.get("GATEHOUSE_PII_CORPUS") or str(
+    Path(__file__).resolve().parents[3] / "shared/corpora/presidio_synth_dataset_v2.json"
+)
 
 
 @cache
