@@ -29,7 +29,7 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote_plus, unquote_plus
@@ -40,6 +40,7 @@ from .detectors import (
     CREDIT_CARD,
     DEFAULT_PHONE_REGIONS,
     ENTITY_TYPES,
+    IP_ADDRESS,
     PHONE,
     CreditCardDetector,
     CustomRegexDetector,
@@ -97,6 +98,8 @@ _CACHE_MAX_CHARS = 128
 _CACHE_SIZE = 8192
 #: Strings longer than this are scanned in windows around gate matches.
 _WINDOW_MIN_CHARS = 4096
+#: ASCII strings longer than this keep their blanked view as bytes while scanned.
+_BLANK_MIN_CHARS = 256
 _WINDOW_CONTEXT = 64
 
 
@@ -465,6 +468,7 @@ class _Prefilter:
         self._any_bytes = None
         self._any_raw = None
         self._any_set_match = None
+        self._one_raw: dict[int, Any] = {}
         self._one: dict[int, Any] = {}
         if not srcs or _re2 is None:
             return
@@ -492,6 +496,7 @@ class _Prefilter:
         any_set.Compile()
         self._any_set_match = getattr(getattr(any_set, "_set", None), "Match", None)
         self._one = {i: _re2.compile(gates[i], opts) for i in self.gated}  # type: ignore[arg-type]
+        self._one_raw = {i: _re2_raw_match(p) for i, p in self._one.items()}
 
     def select(self, text: str) -> list[int]:
         if not self.gated:
@@ -524,6 +529,9 @@ class _Prefilter:
         return self._py[i].search(text) is not None
 
     def spans(self, i: int, text: str) -> Iterable[tuple[int, int]]:
+        raw = self._one_raw.get(i)
+        if raw is not None and text.isascii():  # byte offsets are character offsets
+            return _raw_finditer(raw, text.encode("ascii"))
         pat = self._one.get(i) or self._py[i]
         return (m.span() for m in pat.finditer(text))
 
@@ -565,9 +573,11 @@ def _prefilter(
     return _Prefilter(gates, body_gates)
 
 
-def _merge(accepted: list[Detection], new: list[Detection]) -> list[Detection]:
+def _merge(
+    accepted: list[Detection], new: list[Detection], added: list[Detection] | None = None
+) -> list[Detection]:
     """Linear merge: keep the earlier (higher-priority) detections, add the
-    new ones that overlap nothing already accepted."""
+    new ones that overlap nothing already accepted (also appended to ``added``)."""
     merged: list[Detection] = []
     i = 0
     n = len(accepted)
@@ -580,6 +590,8 @@ def _merge(accepted: list[Detection], new: list[Detection]) -> list[Detection]:
         if merged and merged[-1].end > d.start:
             continue
         merged.append(d)
+        if added is not None:
+            added.append(d)
     merged.extend(accepted[i:])
     return merged
 
@@ -642,6 +654,47 @@ def _accel_ready() -> frozenset[str]:
         if got == want and want:
             ready.add(t)
     return frozenset(ready)
+
+
+def _finder(det: Detector) -> Callable[[str, str], Iterable[Detection]]:
+    """``det.find``, or its C finder for ASCII text when the accelerator has one
+    (exact ports: same detections; see ``_accel/detectors.c``, ``_accel/phone.c``).
+    The C IP finder reads IPv4 only, so text with two colons (where the Python
+    detector looks for IPv6) stays in Python; so does a non-ASCII hint."""
+    mod = _accel.MODULE
+    t = det.entity_type
+    py = det.find
+    if mod is None or type(det) not in _ACCEL_CLASSES or t not in _accel_ready():
+        return py
+    find = mod.find
+    if t == PHONE:
+        mod.prepare(det)
+
+        def phone(text: str, hint: str = "") -> Iterable[Detection]:
+            return find(t, text, "", det, Detection) if text.isascii() else py(text, hint)
+
+        return phone
+    if t == IP_ADDRESS:
+
+        def ip(text: str, hint: str = "") -> Iterable[Detection]:
+            if text.isascii() and text.count(":") < 2:
+                return find(t, text, "", None, Detection)
+            return py(text, hint)
+
+        return ip
+    if det.uses_hint:
+
+        def hinted(text: str, hint: str = "") -> Iterable[Detection]:
+            if text.isascii() and hint.isascii():
+                return find(t, text, hint, None, Detection)
+            return py(text, hint)
+
+        return hinted
+
+    def plain(text: str, hint: str = "") -> Iterable[Detection]:
+        return find(t, text, "", None, Detection) if text.isascii() else py(text, hint)
+
+    return plain
 
 
 @functools.lru_cache(maxsize=64)
@@ -952,6 +1005,7 @@ class Masker:
             )
         )
         self._accel = self._accel_plan()
+        self._finders = tuple(_finder(d) for d in self._detectors)
 
     # ------------------------------------------------------------------ properties
 
@@ -1042,6 +1096,9 @@ class Masker:
             return []
         n = len(text)
         accepted: list[Detection] = []
+        # Long ASCII text: the blanked view (see _view) is kept as bytes and updated
+        # with each detector's new detections, instead of rebuilt from all of them.
+        blank = bytearray(text, "ascii") if n > _BLANK_MIN_CHARS and text.isascii() else None
         for i in sel:
             if i == self._phone_idx and not phones:
                 continue
@@ -1061,23 +1118,36 @@ class Masker:
                 # Earlier detectors may have consumed what selected this one
                 # (the digits of a card also select PHONE): re-check its gate
                 # on the text with their matches blanked out.
-                view = self._view(text, 0, n, accepted)
+                if blank is not None:
+                    view = blank.decode("ascii")
+                else:
+                    view = self._view(text, 0, n, accepted)
                 if not self._pf.search(i, view):
                     continue
             new: list[Detection] = []
+            find = self._finders[i]
             for ws, we in windows:
-                view = self._view(text, ws, we, accepted)
+                if blank is not None:
+                    view = blank[ws:we].decode("ascii")
+                else:
+                    view = self._view(text, ws, we, accepted)
                 if ws == 0:
-                    new.extend(det.find(view, hint))
+                    new.extend(find(view, hint))
                 else:
                     new.extend(
                         Detection(d.start + ws, d.end + ws, d.entity_type, d.normalised)
-                        for d in det.find(view, hint)
+                        for d in find(view, hint)
                     )
             if not new:
                 continue
             new.sort()
-            accepted = _merge(accepted, new)
+            if blank is None:
+                accepted = _merge(accepted, new)
+                continue
+            added: list[Detection] = []
+            accepted = _merge(accepted, new, added)
+            for d in added:
+                blank[d.start : d.end] = bytes(d.end - d.start)
         return accepted
 
     @staticmethod

@@ -143,25 +143,31 @@ gh_run_finder(int type, void *phone_ctx, const char *t, Py_ssize_t n, const char
 }
 
 PyDoc_STRVAR(find_doc,
-"find(entity_type, text, hint='', detector=None) -> list[tuple[int, int, str, str]]\n\n"
+"find(entity_type, text, hint='', detector=None, detection=tuple) -> list\n\n"
 "Run the C finder of one built-in entity type (EMAIL, IBAN, CREDIT_CARD, US_SSN,\n"
 "US_ITIN, IP_ADDRESS (IPv4 only), PHONE) on ASCII ``text`` and return its\n"
-"detections as ``(start, end, entity_type, normalised)``, the shape of\n"
-"``proxy_worker.masking.base.Detection``. PHONE needs ``detector``, the Python\n"
-"``PhoneDetector`` whose regions to use. For tests and benchmarks: the engine\n"
-"uses the accelerator through ``mask_json``.\n\n"
+"detections as ``(start, end, entity_type, normalised)`` tuples, or instances of\n"
+"``detection``, a named tuple class of that shape\n"
+"(``proxy_worker.masking.base.Detection``). PHONE needs ``detector``, the Python\n"
+"``PhoneDetector`` whose regions to use. The engine calls it on ASCII strings\n"
+"(``Masker.scan``) and uses ``mask_json`` for JSON bodies.\n\n"
 "Raises ValueError for non-ASCII text or an unknown type, MaskingError as the\n"
 "Python detector would.");
 
 static PyObject *
 accel_find(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"entity_type", "text", "hint", "detector", NULL};
+    static char *kwlist[] = {"entity_type", "text", "hint", "detector", "detection", NULL};
     const char *kind;
     PyObject *text, *hint = NULL, *detector = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sU|UO:find", kwlist, &kind, &text, &hint,
-                                     &detector))
+    PyTypeObject *cls = &PyTuple_Type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sU|UOO!:find", kwlist, &kind, &text, &hint,
+                                     &detector, &PyType_Type, &cls))
         return NULL;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "detection must be a tuple class");
+        return NULL;
+    }
     int type = kind_of(kind);
     if (type < 0) {
         PyErr_Format(PyExc_ValueError, "no C finder for %s", kind);
@@ -197,13 +203,19 @@ accel_find(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     for (Py_ssize_t i = 0; i < dets.n; i++) {
         gh_det *d = &dets.v[i];
-        PyObject *tup = Py_BuildValue("(nnOO)", d->start, d->end, gh_type_str[d->type],
-                                      d->normalised);
+        PyObject *start = PyLong_FromSsize_t(d->start), *end = PyLong_FromSsize_t(d->end);
+        PyObject *tup = start && end ? cls->tp_alloc(cls, 4) : NULL;
         if (tup == NULL) {
+            Py_XDECREF(start);
+            Py_XDECREF(end);
             Py_DECREF(res);
             gh_dets_free(&dets);
             return NULL;
         }
+        PyTuple_SET_ITEM(tup, 0, start);
+        PyTuple_SET_ITEM(tup, 1, end);
+        PyTuple_SET_ITEM(tup, 2, Py_NewRef(gh_type_str[d->type]));
+        PyTuple_SET_ITEM(tup, 3, Py_NewRef(d->normalised));
         PyList_SET_ITEM(res, i, tup);
     }
     gh_dets_free(&dets);
