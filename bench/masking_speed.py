@@ -35,7 +35,9 @@ holding personal data), which depends only on the detectors.
 
 The C accelerator (``proxy_worker.masking.accel``) is used when it is built;
 ``--no-accel`` measures the pure-Python engine instead, ``--with-python`` adds
-its column to the same run; the output says which ran.
+its column to the same run; the output says which ran. ``--text`` adds rows for
+the same records as text bodies (``dense-csv``: CSV, ``sparse-text``: the
+messages' prose, one per line), masked by the text handler.
 
 Presidio (if importable): its six pattern recognizers (no spaCy model,
 ``nlp_artifacts=None``) run on the same decoded JSON text, best of
@@ -47,6 +49,8 @@ nor replace anything, so its figures favour it slightly.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import platform
@@ -63,6 +67,7 @@ from faker import Faker  # noqa: E402
 from proxy_worker.masking import DEFAULT_ENTITY_TYPES, Masker, MaskingRule, accel  # noqa: E402
 
 SEED = 20240601
+JSON, CSV, TEXT = "application/json", "text/csv", "text/plain"
 TYPES = DEFAULT_ENTITY_TYPES
 
 
@@ -132,21 +137,44 @@ def sparse_body(size: int) -> bytes:
 
 
 def new_masker(use_accel: bool = True) -> Masker:
-    m = Masker(
+    if use_accel:
+        return _masker()
+    saved = accel.MODULE
+    accel.MODULE = None  # the pure-Python engine: no C driver, no C finders
+    try:
+        return _masker()
+    finally:
+        accel.MODULE = saved
+
+
+def _masker() -> Masker:
+    return Masker(
         [MaskingRule(id=1, name="default", entity_types=TYPES)],
         hash_key=b"k",
         max_body_bytes=64 * 1024 * 1024,
     )
-    if not use_accel:
-        m._accel = None  # the pure-Python engine
-    return m
 
 
-def time_gatehouse(body: bytes, repeat: int, use_accel: bool = True) -> tuple[float, int]:
+def as_text(body: bytes) -> bytes:
+    """The same records as text: CSV of the dense records (header + one line each),
+    the sparse messages' prose one per line."""
+    records = json.loads(body)
+    if "content" in records[0]:
+        return "\n".join(r["content"] for r in records).encode()
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue().encode()
+
+
+def time_gatehouse(
+    body: bytes, repeat: int, use_accel: bool = True, content_type: str = "application/json"
+) -> tuple[float, int]:
     """Best seconds per call, and number of findings."""
     # calibrate: calls per sample so that a sample lasts ~0.2 s
     t0 = time.perf_counter()
-    res = new_masker(use_accel).mask_body(body, "application/json")
+    res = new_masker(use_accel).mask_body(body, content_type)
     one = time.perf_counter() - t0
     loops = max(1, min(2000, int(0.2 / max(one, 1e-6))))
     best = one
@@ -154,7 +182,7 @@ def time_gatehouse(body: bytes, repeat: int, use_accel: bool = True) -> tuple[fl
         maskers = [new_masker(use_accel) for _ in range(loops)]
         t0 = time.perf_counter()
         for m in maskers:
-            m.mask_body(body, "application/json")
+            m.mask_body(body, content_type)
         best = min(best, (time.perf_counter() - t0) / loops)
     return best, len(res.findings)
 
@@ -188,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-presidio", action="store_true")
     ap.add_argument("--no-accel", action="store_true", help="measure the pure-Python engine only")
     ap.add_argument(
+        "--text",
+        action="store_true",
+        help="also the same records as text: dense as CSV (text/csv), sparse as prose",
+    )
+    ap.add_argument(
         "--with-python",
         action="store_true",
         help="add a column for the pure-Python engine (same bodies, same run)",
@@ -214,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:
             print(f"presidio-analyzer NOT available ({exc}); Presidio columns omitted")
     print()
-    head = f"{'body':<7} {'size':>6} {'bytes':>9} | "
+    head = f"{'body':<11} {'size':>6} {'bytes':>9} | "
     head += f"{'gatehouse MB/s':>14} {'ms/call':>9} {'findings':>8}"
     with_python = args.with_python and accel_on
     if with_python:
@@ -223,16 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         head += f" | {'presidio MB/s':>13} {'ms/call':>9} {'results':>7} {'runs':>4}"
     print(head)
     print("-" * len(head))
-    for kind, gen in (("dense", dense_body), ("sparse", sparse_body)):
+    kinds = [("dense", dense_body, JSON), ("sparse", sparse_body, JSON)]
+    if args.text:
+        kinds += [("dense-csv", dense_body, CSV), ("sparse-text", sparse_body, TEXT)]
+    for kind, gen, ctype in kinds:
         for label in args.sizes.split(","):
             body = gen(parse_size(label))
-            secs, nf = time_gatehouse(body, args.repeat, accel_on)
+            if ctype != JSON:
+                body = as_text(body)
+            secs, nf = time_gatehouse(body, args.repeat, accel_on, ctype)
             line = (
-                f"{kind:<7} {label:>6} {len(body):>9} | {len(body) / secs / 1e6:>14.2f}"
+                f"{kind:<11} {label:>6} {len(body):>9} | {len(body) / secs / 1e6:>14.2f}"
                 f" {secs * 1e3:>9.3f} {nf:>8}"
             )
             if with_python:
-                psecs, _nf = time_gatehouse(body, args.repeat, False)
+                psecs, _nf = time_gatehouse(body, args.repeat, False, ctype)
                 line += f" | {len(body) / psecs / 1e6:>11.2f} {psecs * 1e3:>9.3f}"
             if recs is not None:
                 runs = min(args.repeat, args.presidio_max_runs)
