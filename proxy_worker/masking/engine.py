@@ -697,6 +697,23 @@ def _finder(det: Detector) -> Callable[[str, str], Iterable[Detection]]:
     return plain
 
 
+def _c_types(detectors: Sequence[Detector]) -> tuple[tuple[int, ...] | None, int]:
+    """Per detector, its C finder's type number (-1: none), or ``None`` without the
+    accelerator; and the index of the IP detector (-1: none)."""
+    mod = _accel.MODULE
+    if mod is None:
+        return None, -1
+    ready = _accel_ready()
+    types = tuple(
+        mod.ENTITY_TYPES.index(d.entity_type)
+        if type(d) in _ACCEL_CLASSES and d.entity_type in ready
+        else -1
+        for d in detectors
+    )
+    ip = next((i for i, d in enumerate(detectors) if type(d) is IpAddressDetector), -1)
+    return (types if any(t >= 0 for t in types) else None), ip
+
+
 @functools.lru_cache(maxsize=64)
 def _key_memo(detectors: tuple[Any, ...]) -> dict[bytes, tuple[int, bytes, bytes]]:
     """The C driver's memo of object keys (``Masker._accel_key_info``), shared by the
@@ -1006,6 +1023,11 @@ class Masker:
         )
         self._accel = self._accel_plan()
         self._finders = tuple(_finder(d) for d in self._detectors)
+        self._c_types, self._c_ip = _c_types(self._detectors)
+        self._c_phone = next(
+            (d for d in self._detectors if type(d) is PhoneDetector and d.entity_type == PHONE),
+            None,
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -1094,6 +1116,10 @@ class Masker:
                 sel = sorted({*sel, *extra})
         if not sel:
             return []
+        if self._c_types is not None and text.isascii() and hint.isascii():
+            found = self._scan_c(text, hint, sel, phones)
+            if found is not None:
+                return found
         n = len(text)
         accepted: list[Detection] = []
         # Long ASCII text: the blanked view (see _view) is kept as bytes and updated
@@ -1149,6 +1175,23 @@ class Masker:
             for d in added:
                 blank[d.start : d.end] = bytes(d.end - d.start)
         return accepted
+
+    def _scan_c(
+        self, text: str, hint: str, sel: list[int], phones: bool
+    ) -> list[Detection] | None:
+        """:meth:`_scan_uncached` in C when every selected detector has a C finder
+        (ASCII text and hint), else ``None``."""
+        ctypes = self._c_types
+        assert ctypes is not None and _accel.MODULE is not None
+        types = []
+        for i in sel:
+            if i == self._phone_idx and not phones:
+                continue
+            t = ctypes[i]
+            if t < 0 or (i == self._c_ip and text.count(":") >= 2):
+                return None  # a detector without a C finder, or IPv6 to look for
+            types.append(t)
+        return _accel.MODULE.scan(text, tuple(types), hint, self._c_phone, Detection)
 
     @staticmethod
     def _view(text: str, ws: int, we: int, accepted: list[Detection]) -> str:

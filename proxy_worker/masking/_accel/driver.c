@@ -944,8 +944,97 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(scan_doc,
+"scan(text, types, hint, phone_detector, detection) -> list\n\n"
+"``Masker._scan_uncached`` over the C finders ``types`` (GH_* numbers, priority\n"
+"order) on an ASCII ``text``: each finder reads the text with the detections\n"
+"accepted so far blanked out, and keeps what overlaps none of them. Returns\n"
+"``detection`` instances (the engine's Detection named tuple), sorted by start.\n"
+"The whole text is read (the Python detectors read windows around their gate\n"
+"matches in long texts; a window holds every detection near its gate match).\n\n"
+"Raises ValueError for non-ASCII text or hint, MaskingError as the finders do.");
+
+static PyObject *
+scan_text(PyObject *self, PyObject *args)
+{
+    PyObject *text, *types, *phone, *cls_obj, *hint;
+    if (!PyArg_ParseTuple(args, "UO!UOO!:scan", &text, &PyTuple_Type, &types, &hint, &phone,
+                          &PyType_Type, &cls_obj))
+        return NULL;
+    PyTypeObject *cls = (PyTypeObject *)cls_obj;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "detection must be a tuple class");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text) || !PyUnicode_IS_ASCII(hint)) {
+        PyErr_SetString(PyExc_ValueError, "scan takes ASCII text and hint");
+        return NULL;
+    }
+    drv_t *d = PyMem_Calloc(1, sizeof(drv_t));
+    if (d == NULL)
+        return PyErr_NoMemory();
+    PyObject *res = NULL;
+    d->ntypes = (int)PyTuple_GET_SIZE(types);
+    if (d->ntypes > GH_NTYPES) {
+        PyErr_SetString(PyExc_ValueError, "too many types");
+        goto done;
+    }
+    for (int i = 0; i < d->ntypes; i++) {
+        long t = PyLong_AsLong(PyTuple_GET_ITEM(types, i));
+        if (t < 0 || t >= GH_NTYPES) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "unknown type");
+            goto done;
+        }
+        d->types[i] = (int)t;
+        if (t == GH_PHONE) {
+            if (phone == Py_None) {
+                PyErr_SetString(PyExc_ValueError, "PHONE without its detector");
+                goto done;
+            }
+            if ((d->phone_ctx = gh_phone_context(phone)) == NULL)
+                goto done;
+        }
+    }
+    Py_ssize_t m = PyUnicode_GET_LENGTH(text);
+    if (buf_put(&d->dec, (const char *)PyUnicode_DATA(text), m) < 0)
+        goto done;
+    hint_t h = {0, (const char *)PyUnicode_DATA(hint), PyUnicode_GET_LENGTH(hint)};
+    if (scan(d, m, &h) < 0)
+        goto done;
+    res = PyList_New(d->acc.n);
+    if (res == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < d->acc.n; i++) {
+        gh_det *x = &d->acc.v[i];
+        PyObject *start = PyLong_FromSsize_t(x->start), *end = PyLong_FromSsize_t(x->end);
+        PyObject *det = start && end ? cls->tp_alloc(cls, 4) : NULL;
+        if (det == NULL) {
+            Py_XDECREF(start);
+            Py_XDECREF(end);
+            Py_CLEAR(res);
+            goto done;
+        }
+        PyTuple_SET_ITEM(det, 0, start);
+        PyTuple_SET_ITEM(det, 1, end);
+        PyTuple_SET_ITEM(det, 2, Py_NewRef(gh_type_name(x->type)));
+        PyTuple_SET_ITEM(det, 3, Py_NewRef(x->normalised));
+        PyObject_GC_UnTrack(det); /* ints and strs: no cycle */
+        PyList_SET_ITEM(res, i, det);
+    }
+done:
+    PyMem_Free(d->dec.p);
+    PyMem_Free(d->view.p);
+    gh_dets_free(&d->acc);
+    gh_dets_free(&d->tmp);
+    gh_dets_free(&d->merged);
+    PyMem_Free(d);
+    return res;
+}
+
 PyMethodDef gh_driver_methods[] = {
     {"mask_json", mask_json, METH_VARARGS, mask_json_doc},
+    {"scan", scan_text, METH_VARARGS, scan_doc},
     {NULL, NULL, 0, NULL},
 };
 
