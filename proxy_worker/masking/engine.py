@@ -1024,6 +1024,11 @@ class Masker:
         self._accel = self._accel_plan()
         self._finders = tuple(_finder(d) for d in self._detectors)
         self._c_types, self._c_ip = _c_types(self._detectors)
+        # Rendering and text findings in C (Masker.render, mask_text) when built.
+        self._c_render = _accel.MODULE.render if _accel.MODULE is not None else None
+        self._fixed = {
+            t: f"[{t}]" for t, st in self._strategy.items() if st in (_st.REDACT, _st.DROP)
+        }
         self._c_phone = next(
             (d for d in self._detectors if type(d) is PhoneDetector and d.entity_type == PHONE),
             None,
@@ -1219,6 +1224,8 @@ class Masker:
         with their placeholders. Returns ``text`` itself when there are none."""
         if not detections:
             return text
+        if self._c_render is not None and type(detections) is list:
+            return self._c_render(text, detections, self._fixed, self._accel_placeholder)
         parts: list[str] = []
         pos = 0
         for d in detections:
@@ -1287,6 +1294,8 @@ class Masker:
                 :class:`~proxy_worker.masking.phone.PhoneDetector`).
         """
         masked, dets = self._mask_str(text, hint)
+        if self._c_render is not None and dets:
+            return masked, _accel.MODULE.located(dets, location, Finding)  # type: ignore[union-attr]
         return masked, [Finding(d.entity_type, f"{location}@{d.start}") for d in dets]
 
     # ------------------------------------------------------------------ accelerator

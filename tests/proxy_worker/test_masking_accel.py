@@ -313,13 +313,16 @@ def test_the_driver_keeps_no_references():
         for i in range(300)
     ]
     bodies = [json.dumps(records).encode(), b'{"a": NaN}', b'{"jane@example.com": 1}']
+    text = "\n".join(f"{r['email']}, 4111 1111 1111 1111, +1 415 555 2671" for r in records)
     for body in bodies * 3:
         fast.mask_body(body, "application/json")
+        fast.mask_body(text.encode(), "text/csv")
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for body in bodies * 30:
         fast.mask_body(body, "application/json")
+        fast.mask_body(text.encode(), "text/csv")
     gc.collect()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
@@ -332,27 +335,33 @@ _long_text = hs.lists(_piece | hs.sampled_from(["\n", ", ", " | "]), min_size=20
 )
 
 
-def _python_masker() -> Masker:
-    """The default masker with the Python detectors only (built without the module)."""
+def _python_masker(strategy: str = "redact") -> Masker:
+    """The default masker in pure Python (built without the module: Python detectors,
+    rendering and findings)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(accel, "MODULE", None)
-        return Masker([_rule()], hash_key=b"k")
+        return Masker([_rule(strategy)], hash_key=b"k")
 
 
-_PY_MASKER = _python_masker()
+_PY = {s: _python_masker(s) for s in ("redact", "hash", "partial")} if accel.AVAILABLE else {}
+_PY_MASKER = _PY.get("redact")
 
 
-@settings(max_examples=150, deadline=None)
-@given(text=_long_text, hint=hs.sampled_from(["", "ssn", "note"]))
-def test_long_text_is_scanned_like_the_python_detectors(text, hint):
-    # Text bodies, form fields and SSE deltas go through Masker.scan: with the C finders
-    # on ASCII text and the blanked view kept as bytes, the detections are those of the
-    # Python detectors over views rebuilt from scratch.
-    fast = _PAIRS["redact"][0]
-    got = fast._scan_uncached(text, hint), fast.mask_text(text)
+@settings(max_examples=200, deadline=None)
+@given(
+    text=_long_text,
+    hint=hs.sampled_from(["", "ssn", "note"]),
+    strategy=hs.sampled_from(["redact", "hash", "partial"]),
+)
+def test_long_text_is_scanned_like_the_python_detectors(text, hint, strategy):
+    # Text bodies, form fields and SSE deltas go through Masker.scan, render and
+    # mask_text: with the C finders, scan, render and findings, and the blanked view
+    # kept as bytes, the result is that of the Python code over views rebuilt from scratch.
+    fast, ref = _PAIRS[strategy][0], _PY[strategy]
+    got = fast._scan_uncached(text, hint), fast.mask_text(text, location="t")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_engine, "_BLANK_MIN_CHARS", 10**9)
-        want = _PY_MASKER._scan_uncached(text, hint), _PY_MASKER.mask_text(text)
+        want = ref._scan_uncached(text, hint), ref.mask_text(text, location="t")
     assert got == want
 
 

@@ -297,6 +297,145 @@ accel_escape_view(PyObject *self, PyObject *arg)
     return out;
 }
 
+PyDoc_STRVAR(render_doc,
+"render(text, detections, fixed, placeholder) -> str\n\n"
+"``Masker.render``: ``text`` with each detection (sorted, non-overlapping\n"
+"``(start, end, entity_type, normalised)`` tuples within ``text``) replaced by\n"
+"``fixed[entity_type]`` when the type has a fixed placeholder, else by\n"
+"``placeholder(entity_type, raw, normalised)``.");
+
+static PyObject *
+accel_render(PyObject *self, PyObject *args)
+{
+    PyObject *text, *dets, *fixed, *placeholder;
+    if (!PyArg_ParseTuple(args, "UO!O!O:render", &text, &PyList_Type, &dets, &PyDict_Type,
+                          &fixed, &placeholder))
+        return NULL;
+    Py_ssize_t k = PyList_GET_SIZE(dets), n = PyUnicode_GET_LENGTH(text), pos = 0;
+    if (k == 0)
+        return Py_NewRef(text);
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *d = PyList_GET_ITEM(dets, i);
+        if (!PyTuple_Check(d) || PyTuple_GET_SIZE(d) != 4) {
+            PyErr_SetString(PyExc_TypeError, "detections must be 4-tuples");
+            goto fail;
+        }
+        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(d, 0));
+        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(d, 1));
+        if (PyErr_Occurred())
+            goto fail;
+        if (start < pos || end < start || end > n) {
+            PyErr_SetString(PyExc_ValueError, "detections must be sorted, disjoint, in text");
+            goto fail;
+        }
+        PyObject *seg = PyUnicode_Substring(text, pos, start);
+        if (seg == NULL || PyList_Append(parts, seg) < 0) {
+            Py_XDECREF(seg);
+            goto fail;
+        }
+        Py_DECREF(seg);
+        PyObject *type = PyTuple_GET_ITEM(d, 2);
+        PyObject *ph = PyDict_GetItemWithError(fixed, type);
+        if (ph != NULL)
+            Py_INCREF(ph);
+        else if (PyErr_Occurred())
+            goto fail;
+        else {
+            PyObject *raw = PyUnicode_Substring(text, start, end);
+            if (raw == NULL)
+                goto fail;
+            ph = PyObject_CallFunctionObjArgs(placeholder, type, raw, PyTuple_GET_ITEM(d, 3),
+                                              NULL);
+            Py_DECREF(raw);
+            if (ph == NULL)
+                goto fail;
+        }
+        int rc = PyList_Append(parts, ph);
+        Py_DECREF(ph);
+        if (rc < 0)
+            goto fail;
+        pos = end;
+    }
+    PyObject *tail = PyUnicode_Substring(text, pos, n);
+    if (tail == NULL || PyList_Append(parts, tail) < 0) {
+        Py_XDECREF(tail);
+        goto fail;
+    }
+    Py_DECREF(tail);
+    PyObject *empty = PyUnicode_New(0, 0);
+    PyObject *out = empty ? PyUnicode_Join(empty, parts) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(parts);
+    return out;
+fail:
+    Py_DECREF(parts);
+    return NULL;
+}
+
+PyDoc_STRVAR(located_doc,
+"located(detections, location, finding) -> list\n\n"
+"``[finding(d.entity_type, f\"{location}@{d.start}\") for d in detections]``: the\n"
+"findings of ``Masker.mask_text``.");
+
+static PyObject *
+accel_located(PyObject *self, PyObject *args)
+{
+    PyObject *dets, *location, *cls_obj;
+    if (!PyArg_ParseTuple(args, "O!UO!:located", &PyList_Type, &dets, &location, &PyType_Type,
+                          &cls_obj))
+        return NULL;
+    PyTypeObject *cls = (PyTypeObject *)cls_obj;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "finding must be a tuple class");
+        return NULL;
+    }
+    Py_ssize_t k = PyList_GET_SIZE(dets), ln;
+    const char *lu = PyUnicode_AsUTF8AndSize(location, &ln);
+    if (lu == NULL)
+        return NULL;
+    char *buf = PyMem_Malloc((size_t)ln + 32);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    memcpy(buf, lu, (size_t)ln);
+    buf[ln] = '@';
+    PyObject *out = PyList_New(k);
+    if (out == NULL) {
+        PyMem_Free(buf);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *d = PyList_GET_ITEM(dets, i);
+        Py_ssize_t start = -1;
+        if (PyTuple_Check(d) && PyTuple_GET_SIZE(d) == 4)
+            start = PyLong_AsSsize_t(PyTuple_GET_ITEM(d, 0));
+        if (start < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "detections must be 4-tuples from offset 0");
+            PyMem_Free(buf);
+            Py_DECREF(out);
+            return NULL;
+        }
+        int w = snprintf(buf + ln + 1, 31, "%zd", start);
+        PyObject *loc = PyUnicode_DecodeUTF8(buf, ln + 1 + w, "strict");
+        PyObject *f = loc ? cls->tp_alloc(cls, 2) : NULL;
+        if (f == NULL) {
+            Py_XDECREF(loc);
+            PyMem_Free(buf);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(f, 0, Py_NewRef(PyTuple_GET_ITEM(d, 2)));
+        PyTuple_SET_ITEM(f, 1, loc);
+        PyObject_GC_UnTrack(f);
+        PyList_SET_ITEM(out, i, f);
+    }
+    PyMem_Free(buf);
+    return out;
+}
+
 PyDoc_STRVAR(prepare_doc,
 "prepare(detector) -> None\n\n"
 "Compile the C context of a Python PhoneDetector now (it is otherwise compiled on\n"
@@ -313,6 +452,8 @@ accel_prepare(PyObject *self, PyObject *detector)
 static PyMethodDef accel_methods[] = {
     {"prepare", accel_prepare, METH_O, prepare_doc},
     {"escape_view", accel_escape_view, METH_O, escape_view_doc},
+    {"render", accel_render, METH_VARARGS, render_doc},
+    {"located", accel_located, METH_VARARGS, located_doc},
     {"find", (PyCFunction)(void (*)(void))accel_find, METH_VARARGS | METH_KEYWORDS, find_doc},
     {NULL, NULL, 0, NULL},
 };
