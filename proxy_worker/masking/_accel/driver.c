@@ -132,6 +132,8 @@ buf_reserve(buf_t *b, Py_ssize_t extra)
 static int
 buf_put(buf_t *b, const char *s, Py_ssize_t len)
 {
+    if (len == 0)
+        return 0; /* (memcpy with a NULL buffer is undefined even for 0 bytes) */
     if (buf_reserve(b, len) < 0)
         return -1;
     memcpy(b->p + b->n, s, (size_t)len);
