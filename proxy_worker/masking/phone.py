@@ -334,39 +334,52 @@ def _national_filter(region: str) -> re.Pattern[str] | None:
 
 
 @cache
-def _regions_filter(regions: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
-    """``digits -> regions worth trying``, in ``regions`` order: those whose
-    :func:`_national_filter` accepts ``digits`` and those without a filter.
-    All filters run as one linear-time RE2 full-match set (Python :mod:`re`, one
-    filter at a time, without google-re2)."""
-    unfiltered = tuple(r for r in regions if _national_filter(r) is None)
+def _filters(regions: tuple[str, ...]) -> tuple:
+    """The region filters of :func:`_regions_filter` (and of the C port):
+    ``(kind, owners, matcher)``; ``owners[i]`` is the filter (pattern index) of
+    ``regions[i]`` or -1; kind 0: no filter (every region), 1: ``matcher`` is the
+    RE2 set's C++ ``Match`` (ASCII bytes -> indices of the matching patterns; the
+    Python wrapper adds a call and a type check per use), 2: ``matcher`` is a
+    tuple of full-match functions, one per pattern (without google-re2)."""
     pats: dict[str, int] = {}
-    owners: list[int] = []  # region index -> pattern index (-1: no filter)
+    owners: list[int] = []
     for r in regions:
         f = _national_filter(r)
         owners.append(-1 if f is None else pats.setdefault(f.pattern, len(pats)))
     if not pats:
-        return lambda digits: regions
+        return 0, tuple(owners), None
     if _re2 is None:  # pragma: no cover - without google-re2
-        compiled = [re.compile(p) for p in pats]
-
-        def py_regions(digits: str) -> tuple[str, ...]:
-            ok = {i for i, c in enumerate(compiled) if c.fullmatch(digits)}
-            return tuple(r for r, o in zip(regions, owners, strict=True) if o < 0 or o in ok)
-
-        return py_regions
+        return 2, tuple(owners), tuple(re.compile(p).fullmatch for p in pats)
     opts = _re2.Options()
     opts.max_mem = 64 << 20
     rset = _re2.Set.FullMatchSet(opts)
     for p in pats:
         rset.Add(p)
     rset.Compile()
-    # The C++ set's Match (the Python wrapper adds a call and a type check per use).
-    match = getattr(rset, "_set", rset).Match
+    return 1, tuple(owners), getattr(rset, "_set", rset).Match
+
+
+@cache
+def _regions_filter(regions: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """``digits -> regions worth trying``, in ``regions`` order: those whose
+    :func:`_national_filter` accepts ``digits`` and those without a filter.
+    All filters run as one linear-time RE2 full-match set (Python :mod:`re`, one
+    filter at a time, without google-re2); :func:`_filters` builds them."""
+    kind, owners, matcher = _filters(regions)
+    if kind == 0:
+        return lambda digits: regions
+    if kind == 2:  # pragma: no cover - without google-re2
+
+        def py_regions(digits: str) -> tuple[str, ...]:
+            ok = {i for i, full in enumerate(matcher) if full(digits)}
+            return tuple(r for r, o in zip(regions, owners, strict=True) if o < 0 or o in ok)
+
+        return py_regions
+    unfiltered = tuple(r for r, o in zip(regions, owners, strict=True) if o < 0)
     picks: dict[tuple[int, ...], tuple[str, ...]] = {}  # few distinct answers: memoised
 
     def worth_trying(digits: str) -> tuple[str, ...]:
-        ok = match(digits.encode("ascii"))  # ASCII digits
+        ok = matcher(digits.encode("ascii"))  # ASCII digits
         if not ok:
             return unfiltered
         key = tuple(ok)
@@ -716,37 +729,12 @@ def _accel_cc(cc: int) -> tuple:
     return _cc_regions(cc), tuple(plan)
 
 
-@cache
-def _accel_filter(regions: tuple[str, ...]) -> tuple:
-    """:func:`_regions_filter` for C: ``(kind, owners, matcher)``; ``owners[i]`` is
-    the filter (pattern index) of ``regions[i]`` or -1; kind 0: no filter
-    (every region), 1: ``matcher`` is the RE2 set's ``Match`` (ASCII bytes ->
-    indices of the matching patterns), 2: ``matcher`` is a tuple of full-match
-    functions, one per pattern (without google-re2)."""
-    pats: dict[str, int] = {}
-    owners: list[int] = []
-    for r in regions:
-        f = _national_filter(r)
-        owners.append(-1 if f is None else pats.setdefault(f.pattern, len(pats)))
-    if not pats:
-        return 0, tuple(owners), None
-    if _re2 is None:  # pragma: no cover - without google-re2
-        return 2, tuple(owners), tuple(re.compile(p).fullmatch for p in pats)
-    opts = _re2.Options()
-    opts.max_mem = 64 << 20
-    rset = _re2.Set.FullMatchSet(opts)
-    for p in pats:
-        rset.Add(p)
-    rset.Compile()
-    return 1, tuple(owners), getattr(rset, "_set", rset).Match
-
-
 def _accel_detector(det: PhoneDetector) -> tuple:
     """A :class:`PhoneDetector` for C: ``(regions, national_lengths, min_national,
-    filter)`` with the :class:`_Region` of each region and :func:`_accel_filter`."""
+    filter)`` with the :class:`_Region` of each region and :func:`_filters`."""
     return (
         tuple(_region(r) for r in det.regions),
         tuple(sorted(det._national_lengths)),
         det._min_national,
-        _accel_filter(det.regions),
+        _filters(det.regions),
     )
