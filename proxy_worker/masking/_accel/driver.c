@@ -402,10 +402,10 @@ decode_simple(drv_t *d, Py_ssize_t s, Py_ssize_t e)
     return m;
 }
 
-/* Write the masked string token for body[s:e) (decoded into d->dec[0:m]) with the
+/* Write the masked string token for body[s:e) (decoded into d->dec) with the
  * detections of d->acc, and record the findings. */
 static int
-render(drv_t *d, Py_ssize_t s, Py_ssize_t e, Py_ssize_t m)
+render(drv_t *d, Py_ssize_t s, Py_ssize_t e)
 {
     if (flush_to(d, s + 1) < 0)
         return -1;
@@ -445,7 +445,6 @@ render(drv_t *d, Py_ssize_t s, Py_ssize_t e, Py_ssize_t m)
     }
     Py_DECREF(loc);
     d->copied = raw;
-    (void)m;
     return 0;
 fail:
     Py_DECREF(loc);
@@ -510,7 +509,7 @@ string_value(drv_t *d, Py_ssize_t lead, Py_ssize_t s, Py_ssize_t e, const hint_t
         return -1;
     if (d->acc.n == 0)
         return 0;
-    return render(d, s, e, m);
+    return render(d, s, e);
 }
 
 /* ------------------------------------------------------------------ syntax */
