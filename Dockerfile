@@ -26,5 +26,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
 
 USER gatehouse
 # 8000 web, 8080 proxy worker, 9100 worker metrics (GATEHOUSE_METRICS_PORT)
-EXPOSE 8000 8080 9100
+EXPOSE 8000 8080 6432 9100
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "controlplane.asgi:application"]

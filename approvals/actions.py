@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Decision, Grant
+from audit.chain import storable
 from controlplane.models import AccessRule, Agent, Target
 from controlplane.redis import client, keys
 from controlplane.snapshot import schedule_publish
@@ -102,7 +103,9 @@ def do_create_approval_request(msg: ApprovalRequestMessage) -> tuple[ApprovalReq
                 "target": Target.objects.filter(id=msg.target_id).first(),
                 "rule": rule,
                 "worker_id": msg.worker_id,
-                "method": msg.method,
+                "protocol": (msg.protocol or "http")[:16],
+                "details": storable(msg.details) if msg.details else {},
+                "method": msg.method[:16],
                 "url": msg.url,
                 "headers": msg.headers,
                 "body": msg.body,
@@ -130,12 +133,15 @@ def do_decide(
     comment: str = "",
     grant_minutes: int | None = None,
     grant_path_pattern: str = "",
+    grant_tables: list[str] | None = None,
 ) -> ApprovalRequest:
     """Record ``acting_user``'s verdict (``approve``/``deny``) and settle the request.
 
     One deny ends the request; it is approved once ``required_approvals`` distinct users
     approved. ``grant_minutes`` (approve only) asks for a grant; it is issued when the
-    request is approved (see :func:`_issue_grant`). The caller has checked
+    request is approved (see :func:`_issue_grant`). ``grant_path_pattern`` (HTTP) or
+    ``grant_tables`` (SQL statements: table globs, empty = the statement's tables) say
+    what it should cover. The caller has checked
     :func:`approvals.permissions.decide_refusal`; the row is re-read under a lock here, so
     concurrent clicks cannot both settle it, and nothing is recorded on a request that is
     no longer pending, past its deadline, or already decided by this user.
@@ -156,6 +162,7 @@ def do_decide(
             comment=comment,
             grant_minutes=grant_minutes if approving and grant_minutes else None,
             grant_path_pattern=grant_path_pattern if approving and grant_minutes else "",
+            grant_tables=list(grant_tables or []) if approving and grant_minutes else [],
         )
         approvals = list(
             req.decisions.filter(verdict=Decision.Verdict.APPROVE)
@@ -185,14 +192,34 @@ def _issue_grant(req: ApprovalRequest, approvals: list[Decision], acting_user) -
     A grant needs the same consent as the request: every approving decision must have
     asked for one. It lasts the shortest duration asked for, covers the request's agent,
     target and method, and the path pattern the approvers gave when they agree (else the
-    request's exact path). Publishing the snapshot is scheduled by the ``post_save``
-    signal, after the commit.
+    request's exact path). For a SQL statement it covers the statement's kind (path
+    pattern ``*``) and the table globs the approvers gave when they agree, else the
+    statement's own tables (glob-escaped); a statement that touches no table gets no
+    grant unless the approvers agreed on globs (an empty list would mean any table).
+    Publishing the snapshot is scheduled by the ``post_save`` signal, after the commit.
     """
     if not approvals or any(not d.grant_minutes for d in approvals):
         return None
     if req.agent_id is None or req.target_id is None:
         return None
     minutes = min(min(d.grant_minutes or 0 for d in approvals), GRANT_MAX_MINUTES)
+    expires_at = timezone.now() + timedelta(minutes=minutes)
+    if req.is_sql:
+        asked = {tuple(d.grant_tables or req.exact_tables) for d in approvals}
+        tables = list(asked.pop()) if len(asked) == 1 else req.exact_tables
+        if not tables:
+            log.warning("no grant for %s: the statement names no table to scope it to", req.id)
+            return None
+        return Grant.objects.create(
+            agent_id=req.agent_id,
+            target_id=req.target_id,
+            method=req.statement_kind.upper()[:16],
+            path_pattern="*",
+            tables=tables,
+            approval_request=req,
+            created_by=acting_user,
+            expires_at=expires_at,
+        )
     patterns = {d.grant_path_pattern or req.exact_path_pattern for d in approvals}
     pattern = patterns.pop() if len(patterns) == 1 else req.exact_path_pattern
     return Grant.objects.create(
@@ -202,7 +229,7 @@ def _issue_grant(req: ApprovalRequest, approvals: list[Decision], acting_user) -
         path_pattern=pattern,
         approval_request=req,
         created_by=acting_user,
-        expires_at=timezone.now() + timedelta(minutes=minutes),
+        expires_at=expires_at,
     )
 
 

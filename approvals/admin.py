@@ -19,8 +19,8 @@ class DecisionInline(admin.TabularInline):
 
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(admin.ModelAdmin):
-    list_display = ["id", "method", "url", "agent", "target", "status", "requested_at"]
-    list_filter = ["status", "target"]
+    list_display = ["id", "protocol", "method", "url", "agent", "target", "status", "requested_at"]
+    list_filter = ["status", "protocol", "target"]
     inlines = [DecisionInline]
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -35,7 +35,16 @@ class GrantAdmin(admin.ModelAdmin):
     """Grants are made by approving with a grant and revoked on the grants page; the
     admin only lists them."""
 
-    list_display = ["id", "agent", "target", "method", "path_pattern", "expires_at", "revoked_at"]
+    list_display = [
+        "id",
+        "agent",
+        "target",
+        "method",
+        "path_pattern",
+        "tables",
+        "expires_at",
+        "revoked_at",
+    ]
     list_filter = ["target"]
 
     def has_change_permission(self, request, obj=None) -> bool:

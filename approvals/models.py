@@ -4,9 +4,11 @@ and the time-boxed grants an approval can leave behind."""
 from __future__ import annotations
 
 import glob
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -20,6 +22,12 @@ class ApprovalRequest(models.Model):
     masked by the worker before it left the data path; credentials are not in ``headers``.
     ``abandoned``: a wait-mode request whose worker stopped holding it (died, restarted)
     before a decision; see ``approvals.tasks.abandon_orphaned_requests``.
+
+    ``protocol`` is ``http`` or ``postgres``: one SQL statement, ``method`` holding its
+    worst statement kind, ``body`` the formatted masked SQL and ``details`` its facts
+    (``statement_kind``, ``statement_kinds``, ``tables``, ``functions``, masked
+    ``parameters``, ``sql_fingerprint``; see
+    :class:`proxy_worker.contract.ApprovalRequestMessage`); ``details`` is ``{}`` for HTTP.
     """
 
     class Status(models.TextChoices):
@@ -38,11 +46,15 @@ class ApprovalRequest(models.Model):
     target = models.ForeignKey(Target, null=True, on_delete=models.SET_NULL, related_name="+")
     rule = models.ForeignKey(AccessRule, null=True, on_delete=models.SET_NULL, related_name="+")
     worker_id = models.CharField(max_length=200)
+    protocol = models.CharField(
+        max_length=16, choices=[("http", "HTTP"), ("postgres", "PostgreSQL")], default="http"
+    )
     method = models.CharField(max_length=16)
     url = models.TextField()
     headers = models.JSONField(default=dict)
     body = models.TextField(blank=True)
     body_truncated = models.BooleanField(default=False)
+    details = models.JSONField(default=dict, blank=True)
     reason = models.CharField(max_length=300, blank=True)
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
@@ -80,6 +92,54 @@ class ApprovalRequest(models.Model):
         """A grant path pattern matching exactly this request's path (glob-escaped)."""
         return glob.escape(self.upstream_path)
 
+    @property
+    def is_sql(self) -> bool:
+        """Whether this request is one PostgreSQL statement."""
+        return self.protocol == "postgres"
+
+    def _detail_list(self, key: str) -> list[str]:
+        value: Any = (self.details or {}).get(key)
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    @property
+    def statement_kind(self) -> str:
+        """The statement's worst kind (``details.statement_kind``, else ``method``)."""
+        kind = (self.details or {}).get("statement_kind")
+        return str(kind) if kind else self.method.upper()
+
+    @property
+    def statement_kinds(self) -> list[str]:
+        """Every effect kind found in the statement (at least :attr:`statement_kind`)."""
+        return self._detail_list("statement_kinds") or [self.statement_kind]
+
+    @property
+    def tables(self) -> list[str]:
+        """Relations the statement touches (``schema.name`` or ``name``, lower case)."""
+        return self._detail_list("tables")
+
+    @property
+    def functions(self) -> list[str]:
+        """Functions the statement calls."""
+        return self._detail_list("functions")
+
+    @property
+    def parameters(self) -> list[str | None]:
+        """Bound parameter values as masked text (``None`` = NULL), extended protocol."""
+        value: Any = (self.details or {}).get("parameters")
+        if not isinstance(value, list):
+            return []
+        return [None if v is None else str(v) for v in value]
+
+    @property
+    def exact_tables(self) -> list[str]:
+        """Grant table globs matching exactly this statement's relations (glob-escaped)."""
+        return [glob.escape(t) for t in self.tables]
+
+    @property
+    def sql_first_line(self) -> str:
+        """The first non-empty line of the (formatted, masked) SQL, for queue rows."""
+        return next((line.strip() for line in (self.body or "").splitlines() if line.strip()), "")
+
 
 class Decision(models.Model):
     """One person's verdict on an approval request, with who, when and why."""
@@ -99,6 +159,8 @@ class Decision(models.Model):
     #: "Approve with grant": how long the grant should last and what it should cover.
     grant_minutes = models.PositiveIntegerField(null=True, blank=True)
     grant_path_pattern = models.CharField(max_length=500, blank=True)
+    #: SQL requests: the table globs the grant should cover (empty = the statement's).
+    grant_tables = ArrayField(models.CharField(max_length=200), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -124,12 +186,24 @@ class Grant(models.Model):
     matches ``path_pattern`` (a glob, as access rules) to ``target`` until ``expires_at``
     without asking again. Compiled into the policy snapshot while active; a new snapshot
     is published whenever a grant is created, revoked or deleted.
+
+    For SQL statements (PostgreSQL targets) ``method`` is a statement kind (``DELETE``;
+    empty = any kind), ``path_pattern`` is ``*`` and ``tables`` lists name globs
+    (``public.orders``, ``order_*``; empty = any relation): the grant covers a statement
+    of that kind every relation of which matches one of them. HTTP grants leave
+    ``tables`` empty; workers ignore it for HTTP requests.
     """
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="+")
     method = models.CharField(max_length=16, blank=True, help_text="Empty = any method")
     path_pattern = models.CharField(max_length=500)
+    tables = ArrayField(
+        models.CharField(max_length=200),
+        default=list,
+        blank=True,
+        help_text="SQL grants: relation name globs; empty = any relation",
+    )
     approval_request = models.ForeignKey(
         ApprovalRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="grants"
     )
@@ -149,7 +223,15 @@ class Grant(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
+        if self.tables:
+            return f"{self.agent} {self.method or '*'} {self.target} {','.join(self.tables)}"
         return f"{self.agent} {self.method or '*'} {self.target}{self.path_pattern}"
+
+    @property
+    def is_sql(self) -> bool:
+        """A grant for SQL statements: it names tables, or its target is a PostgreSQL one
+        (``Target.kind``; read defensively, the field is newer than this model)."""
+        return bool(self.tables) or getattr(self.target, "kind", "http") == "postgres"
 
     @property
     def status(self) -> str:

@@ -12,6 +12,9 @@ Channels (on the access rule):
   which Mattermost and Rocket.Chat accept too;
 * ``notify_email``: one e-mail per member of the approver group with an address (the
   agent's owner excluded, as they may not decide).
+
+For a SQL statement (``req.is_sql``) every channel quotes the formatted masked SQL
+instead of a body and names the statement kind and the tables it touches.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest
 from approvals.permissions import approver_group_name
+from audit.psql import parameter_lines
 from controlplane.roles import APPROVER
 
 #: Characters of the masked body quoted in notifications.
@@ -50,24 +54,52 @@ def preview(req: ApprovalRequest, limit: int = PREVIEW_CHARS) -> str:
     return body if len(body) <= limit else body[:limit] + "…"
 
 
+def summary_line(req: ApprovalRequest, url_chars: int = 300) -> str:
+    """What the agent wants, in one line: ``GET <url>``, or for a SQL statement
+    ``DELETE on public.orders, public.items: <first line of SQL>``."""
+    if req.is_sql:
+        tables = ", ".join(req.tables[:10]) + (" …" if len(req.tables) > 10 else "")
+        where = f" on {tables}" if tables else ""
+        return f"{req.statement_kind}{where}: {req.sql_first_line[:url_chars]}"
+    return f"{req.method} {req.url[:url_chars]}"
+
+
 def webhook_payload(req: ApprovalRequest) -> dict:
     """The generic webhook's JSON document (``event`` = ``approval.requested``).
 
-    Shape: ``{"event", "approval_id", "approval_url", "status", "mode", "method", "url"
-    (masked), "body_preview" (masked), "agent": {"id", "name", "owner"}, "target":
-    {"id", "slug"}, "rule": {"id", "name", "reason"}, "approver_group",
-    "required_approvals", "requested_at", "deadline" (ISO 8601, UTC)}``.
+    Shape: ``{"event", "approval_id", "approval_url", "status", "mode", "protocol",
+    "method", "url" (masked), "body_preview" (masked), "agent": {"id", "name", "owner"},
+    "target": {"id", "slug"}, "rule": {"id", "name", "reason"}, "approver_group",
+    "required_approvals", "requested_at", "deadline" (ISO 8601, UTC)}``; for a SQL
+    statement (``protocol`` ``postgres``) also ``"sql": {"preview" (masked, formatted),
+    "statement_kind", "statement_kinds", "tables", "functions"}`` (``method`` is the
+    statement kind, ``body_preview`` the SQL preview too).
     """
     agent = req.agent
+    sql = (
+        {
+            "sql": {
+                "preview": preview(req),
+                "statement_kind": req.statement_kind,
+                "statement_kinds": req.statement_kinds,
+                "tables": req.tables,
+                "functions": req.functions,
+            }
+        }
+        if req.is_sql
+        else {}
+    )
     return {
         "event": "approval.requested",
         "approval_id": str(req.id),
         "approval_url": approval_page_url(req),
         "status": req.status,
         "mode": req.mode,
+        "protocol": req.protocol,
         "method": req.method,
         "url": req.url,
         "body_preview": preview(req),
+        **sql,
         "agent": {
             "id": req.agent_id,
             "name": agent.name if agent else None,
@@ -99,7 +131,13 @@ def slack_payload(req: ApprovalRequest) -> dict:
         f"*Approval needed* ({req.required_approvals} approver"
         f"{'s' if req.required_approvals != 1 else ''}, by "
         f"{req.deadline:%H:%M:%S} UTC): agent *{_slack_escape(agent)}* wants "
-        f"`{_slack_escape(req.method)} {_slack_escape(req.url[:300])}`"
+        + (
+            f"to run a *{_slack_escape(req.statement_kind)}* statement on "
+            f"*{_slack_escape(req.target.slug if req.target else '(deleted target)')}*"
+            + (f" (tables {_slack_escape(', '.join(req.tables[:10]))})" if req.tables else "")
+            if req.is_sql
+            else f"`{_slack_escape(req.method)} {_slack_escape(req.url[:300])}`"
+        )
     )
     if req.reason:
         summary += f"\nRule: {_slack_escape(req.reason)}"
@@ -117,7 +155,8 @@ def slack_payload(req: ApprovalRequest) -> dict:
         }
     )
     return {
-        "text": f"Approval needed: {req.method} {req.url[:200]} by {agent} <{url}|review>",
+        "text": f"Approval needed: {_slack_escape(summary_line(req, 200))} by "
+        f"{_slack_escape(agent)} <{url}|review>",
         "blocks": blocks,
     }
 
@@ -139,21 +178,37 @@ def email_recipients(req: ApprovalRequest) -> list[str]:
 def email_message(req: ApprovalRequest) -> tuple[str, str]:
     """``(subject, plain-text body)`` of the approval e-mail."""
     agent = req.agent.name if req.agent else "(deleted agent)"
-    subject = f"[Gatehouse] Approval needed: {req.method} {req.url[:80]}"
+    subject = f"[Gatehouse] Approval needed: {summary_line(req, 80)}"
+    subject = " ".join(subject.split())  # no line break in a header
     rule = req.rule.name if req.rule else "(deleted)"
-    lines = [
-        f"Agent {agent} sent a request that needs approval "
-        f"({req.required_approvals} approver{'s' if req.required_approvals != 1 else ''}).",
-        "",
-        f"Request: {req.method} {req.url}",
-        f"Rule: {rule}" + (f" ({req.reason})" if req.reason else ""),
-        f"Deadline: {req.deadline:%Y-%m-%d %H:%M:%S} UTC",
-        "",
-        "Masked body preview:",
-        preview(req) or "(no body)",
-        "",
-        f"Review it: {approval_page_url(req)}",
-    ]
+    needs = f"({req.required_approvals} approver{'s' if req.required_approvals != 1 else ''})."
+    if req.is_sql:
+        target = req.target.slug if req.target else "(deleted target)"
+        lines = [
+            f"Agent {agent} sent a SQL statement that needs approval {needs}",
+            "",
+            f"Statement: {req.statement_kind} on target {target} ({req.url})",
+            f"Tables: {', '.join(req.tables) or 'none'}",
+            *([f"Functions: {', '.join(req.functions)}"] if req.functions else []),
+            f"Rule: {rule}" + (f" ({req.reason})" if req.reason else ""),
+            f"Deadline: {req.deadline:%Y-%m-%d %H:%M:%S} UTC",
+            "",
+            "Masked SQL:",
+            preview(req) or "(empty)",
+            *(["", "Parameters:", *parameter_lines(req.parameters)] if req.parameters else []),
+        ]
+    else:
+        lines = [
+            f"Agent {agent} sent a request that needs approval {needs}",
+            "",
+            f"Request: {req.method} {req.url}",
+            f"Rule: {rule}" + (f" ({req.reason})" if req.reason else ""),
+            f"Deadline: {req.deadline:%Y-%m-%d %H:%M:%S} UTC",
+            "",
+            "Masked body preview:",
+            preview(req) or "(no body)",
+        ]
+    lines += ["", f"Review it: {approval_page_url(req)}"]
     return subject, "\n".join(lines)
 
 

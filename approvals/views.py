@@ -22,6 +22,7 @@ from approvals.permissions import (
     grant_visible_q,
     visible_q,
 )
+from audit.psql import parameter_lines, statement_lines
 from controlplane.roles import APPROVER, role_required
 from controlplane.text import pretty_json
 
@@ -84,11 +85,20 @@ def queue(request: HttpRequest) -> HttpResponse:
 @role_required(APPROVER)
 @require_GET
 def detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
-    """One request: masked request, rule and reason, agent and owner, decisions so far,
-    earlier decisions on the same agent, and grants this approval left."""
+    """One request: masked request (for a SQL statement: the formatted masked SQL, its
+    kinds, tables, functions and masked parameters), rule and reason, agent and owner,
+    decisions so far, earlier decisions on the same agent, and grants this approval left."""
     req = _get_request_for_user(request, approval_id)
     ctx = row_context(req, request.user)
-    ctx["body"] = pretty_json(req.body)
+    ctx["body"] = req.body if req.is_sql else pretty_json(req.body)
+    if req.is_sql:
+        facts = req.headers if isinstance(req.headers, dict) else {}
+        ctx["sql_lines"] = statement_lines(
+            (req.body or "").strip("\n"),
+            str(facts.get("user") or (req.agent.name if req.agent else "")),
+            str(facts.get("database") or (req.target.slug if req.target else "")),
+        )
+        ctx["sql_parameters"] = parameter_lines(req.parameters)
     ctx["decisions"] = req.decisions.all()
     ctx["agent_history"] = (
         Decision.objects.filter(visible_q(request.user, "approval_request__"))
@@ -106,14 +116,15 @@ def detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
 @role_required(APPROVER)
 @require_POST
 def decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
-    """Approve, deny or approve with a grant (:class:`~approvals.forms.DecideForm`).
+    """Approve, deny or approve with a grant (:class:`~approvals.forms.DecideForm`; for a
+    SQL statement the grant covers its kind and the table globs given).
 
     400 for an invalid form, 403 when the user may not decide (not in the group, owns
     the agent, already decided, request settled or expired), 404 for an unknown id.
     Answers the updated row to htmx, else redirects to the detail page.
     """
     req = _get_request_for_user(request, approval_id)
-    form = DecideForm(request.POST)
+    form = DecideForm(request.POST, req=req)
     if not form.is_valid():
         errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
         return HttpResponse(f"invalid decision: {errors}", status=400, content_type="text/plain")
@@ -128,6 +139,7 @@ def decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
         comment=data["comment"],
         grant_minutes=data["grant_minutes"],
         grant_path_pattern=data["grant_path_pattern"],
+        grant_tables=data["grant_tables"],
     )
     if request.htmx:
         req = _get_request_for_user(request, approval_id)

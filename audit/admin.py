@@ -25,8 +25,17 @@ class SessionAdmin(ReadOnlyAdmin):
 
 @admin.register(Exchange)
 class ExchangeAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "agent", "target", "method", "url", "status_code", "decision"]
-    list_filter = ["decision", "target"]
+    list_display = [
+        "started_at",
+        "agent",
+        "target",
+        "protocol",
+        "method",
+        "url",
+        "status_code",
+        "decision",
+    ]
+    list_filter = ["decision", "protocol", "target"]
 
 
 @admin.register(IngestError)

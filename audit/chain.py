@@ -21,7 +21,10 @@ Payloads
 * ``exchange``: ``{"exchange_id", "session_id", "digest"}``; ``digest`` is SHA-256
   over the JCS of :func:`exchange_evidence` (every recorded field; bodies enter as
   their own SHA-256, so the row proves its bodies without copying them into the chain);
-  ``session_id`` is the session ingest filed it under.
+  ``session_id`` is the session ingest filed it under. ``protocol`` and ``details``
+  (PostgreSQL statements) are covered too, but enter the evidence only when they differ
+  from what every exchange recorded before they existed (``"http"`` and ``{}``), so
+  the digests of those records are unchanged.
 * ``change``: ``{"actor", "action", "model", "object_id", "object", "old", "new",
   "secrets_changed"}`` — who changed which target, agent, token, rule or grant and
   the changed values. Credential fields (:data:`SECRET_FIELDS`) never appear: their
@@ -51,6 +54,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,6 +145,24 @@ def canonical(obj: Any) -> bytes:
         raise rfc8785.CanonicalizationError("input contains non-UTF-8 code points") from e
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` (parsed JSON) with what ``jsonb`` and :func:`canonical` cannot carry
+    replaced: NUL characters and lone surrogates become U+FFFD. Applied to recorded
+    ``details`` at ingest, before the digest, so one odd value cannot stop a batch."""
+    if isinstance(value, str):
+        if "\x00" in value or _SURROGATE.search(value):
+            return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
+        return value
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(storable(k)): storable(v) for k, v in value.items()}
+    return value
+
+
 def sha256_hex(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
@@ -159,7 +181,8 @@ def exchange_document(x: Any) -> dict[str, Any]:
     """Every recorded field of an exchange as JSON-safe values (bodies included).
 
     ``x`` is an :class:`~audit.models.Exchange` (or anything with its attributes).
-    This is the ``exchange`` object of JSON Lines exports.
+    This is the ``exchange`` object of JSON Lines exports; ``protocol`` and
+    ``details`` are always present (``"http"``/``{}`` for HTTP exchanges).
     """
     return {
         "id": str(x.id),
@@ -184,15 +207,33 @@ def exchange_document(x: Any) -> dict[str, Any]:
         "response_findings": x.response_findings,
         "timings": x.timings,
         "body_truncated": x.body_truncated,
+        "protocol": getattr(x, "protocol", LEGACY_PROTOCOL),
+        "details": getattr(x, "details", None) or {},
     }
+
+
+#: ``protocol`` of every exchange recorded before the field existed (HTTP).
+LEGACY_PROTOCOL = "http"
 
 
 def exchange_evidence(doc: dict[str, Any]) -> dict[str, Any]:
     """The hashed form of :func:`exchange_document`: bodies replaced by their SHA-256,
     without ``session_id`` (ingest assigns the session under the chain lock; the chain
-    record's payload carries it, so the digest can be computed before the lock)."""
+    record's payload carries it, so the digest can be computed before the lock).
+
+    ``protocol`` and ``details`` are kept only when the exchange is not what records
+    from before these fields were (``protocol`` ``"http"`` and empty ``details``), so
+    old digests (and exports without the keys) verify unchanged while a PostgreSQL
+    statement's protocol and details are covered. Dropping them is unambiguous: a
+    record whose values differ from that pair always has both in its evidence.
+    """
     out = dict(doc)
     out.pop("session_id", None)
+    protocol = out.pop("protocol", LEGACY_PROTOCOL)
+    details = out.pop("details", None)
+    if protocol != LEGACY_PROTOCOL or (details is not None and details != {}):
+        out["protocol"] = protocol
+        out["details"] = details if details is not None else {}
     out["request_body"] = {"sha256": sha256_hex(doc["request_body"])}
     out["response_body"] = {"sha256": sha256_hex(doc["response_body"])}
     return out
@@ -303,6 +344,8 @@ def copy_rows(model: Any, columns: list[str], rows: Iterable[Any]) -> int:
 
     Several times faster than ``bulk_create`` for ingest batches: no SQL text to build
     and parse per row. No model signals, no ``ON CONFLICT``: callers dedupe first.
+    A row without one of the attributes gets that field's default when the field has
+    one (rows built before a column was added), else ``AttributeError``.
     """
     from django.db import connection
     from psycopg.types.json import Jsonb
@@ -311,12 +354,21 @@ def copy_rows(model: Any, columns: list[str], rows: Iterable[Any]) -> int:
     is_json = [fields[c].get_internal_type() == "JSONField" for c in columns]
     table = connection.ops.quote_name(model._meta.db_table)
     cols = ", ".join(connection.ops.quote_name(c) for c in columns)
+
+    def value(row: Any, c: str) -> Any:
+        try:
+            return getattr(row, c)
+        except AttributeError:
+            if not fields[c].has_default():
+                raise
+            return fields[c].get_default()
+
     n = 0
     with connection.cursor() as cur, cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
         for row in rows:
             cp.write_row(
                 [
-                    Jsonb(getattr(row, c)) if j else getattr(row, c)
+                    Jsonb(value(row, c)) if j else value(row, c)
                     for c, j in zip(columns, is_json, strict=True)
                 ]
             )

@@ -8,14 +8,16 @@ chunks so memory stays bounded whatever the export's size.
   Archive (HAR) format"): one page per session, one entry per exchange; bodies are the
   recorded (masked) text. Gatehouse facts travel in the custom ``_gatehouse`` field of
   each entry (custom fields start with an underscore, as the spec requires). Opens in
-  browser developer tools and in mitmproxy (``mitmproxy.io.har``).
+  browser developer tools and in mitmproxy (``mitmproxy.io.har``). HAR describes HTTP
+  only: PostgreSQL statements are left out and counted in ``log.comment``.
 * **JSON Lines** (https://jsonlines.org/): a ``header`` line, one ``exchange`` line per
-  exchange with every recorded field, its chain record and its digest, and a
-  ``footer`` line with the latest signed anchor and the verification key;
-  :func:`audit.chain.verify_evidence` checks such a file.
-* **CSV** (RFC 4180): one summary row per exchange. Cells that a spreadsheet would
-  read as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) are prefixed
-  with ``'`` (OWASP "CSV injection"): recorded text is untrusted.
+  exchange with every recorded field (``protocol`` and ``details`` included), its chain
+  record and its digest, and a ``footer`` line with the latest signed anchor and the
+  verification key; :func:`audit.chain.verify_evidence` checks such a file.
+* **CSV** (RFC 4180): one summary row per exchange (``protocol`` last, added after the
+  other columns; ``method`` holds a SQL statement's kind). Cells that a spreadsheet
+  would read as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) are
+  prefixed with ``'`` (OWASP "CSV injection"): recorded text is untrusted.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def facts(item: ExportItem) -> dict[str, Any]:
         "response_findings": x.response_findings,
         "timings_ms": x.timings,
         "body_truncated": x.body_truncated,
+        "protocol": x.protocol,
         "chain": {"seq": item.record.seq, "hash": item.record.hash} if item.record else None,
     }
 
@@ -195,17 +198,35 @@ def har_entry(item: ExportItem) -> dict[str, Any]:
     }
 
 
+def har_comment(title: str, skipped: int) -> str:
+    """``log.comment`` of a HAR export: the title, and how many PostgreSQL statements
+    were left out (HAR has no place for them)."""
+    if not skipped:
+        return title
+    what = "statement" if skipped == 1 else "statements"
+    return (
+        f"{title}; {skipped} PostgreSQL {what} not representable in HAR; "
+        "export JSON Lines for every exchange"
+    )
+
+
 def write_har(items: Iterable[ExportItem], out: IO[str], *, title: str) -> int:
     """Write a HAR 1.2 document; returns the number of entries.
 
     Entries are streamed; pages (one per session) are collected on the way and
-    written after the entries (JSON object member order is free).
+    written after the entries, with ``log.comment`` (JSON object member order is free).
+    HAR 1.2 describes HTTP requests only: exchanges of another protocol (PostgreSQL
+    statements) are not entries; ``log.comment`` counts them (:func:`har_comment`).
     """
     out.write('{"log":{"version":"1.2","creator":{"name":"Gatehouse","version":"0.1.0"},')
-    out.write(f'"comment":{json.dumps(title)},"entries":[')
+    out.write('"entries":[')
     pages: dict[str, dict[str, Any]] = {}
     n = 0
+    skipped = 0
     for item in items:
+        if item.exchange.protocol != "http":
+            skipped += 1
+            continue
         entry = har_entry(item)
         ref = entry["pageref"]
         if ref not in pages:
@@ -219,7 +240,8 @@ def write_har(items: Iterable[ExportItem], out: IO[str], *, title: str) -> int:
             }
         out.write(("," if n else "") + json.dumps(entry, ensure_ascii=False))
         n += 1
-    out.write('],"pages":' + json.dumps(list(pages.values()), ensure_ascii=False) + "}}")
+    out.write('],"pages":' + json.dumps(list(pages.values()), ensure_ascii=False))
+    out.write(',"comment":' + json.dumps(har_comment(title, skipped), ensure_ascii=False) + "}}")
     return n
 
 
@@ -297,6 +319,7 @@ CSV_COLUMNS = [
     "total_ms",
     "chain_seq",
     "chain_hash",
+    "protocol",
 ]
 
 
@@ -341,6 +364,7 @@ def write_csv(items: Iterable[ExportItem], out: IO[str]) -> int:
                     (x.timings or {}).get("total", ""),
                     item.record.seq if item.record else "",
                     item.record.hash if item.record else "",
+                    x.protocol,
                 )
             ]
         )

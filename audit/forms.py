@@ -11,9 +11,10 @@ from django.contrib.postgres.search import SearchQuery
 from django.db.models import QuerySet
 
 from approvals.models import Decision
-from audit.models import Exchange
+from audit.models import PROTOCOL_CHOICES, Exchange
 from controlplane.models import Agent, Target
 from proxy_worker.masking import ENTITY_TYPES
+from proxy_worker.policy import STATEMENT_SEVERITY
 
 DECISION_FILTERS = [
     ("", "any"),
@@ -63,14 +64,15 @@ class SearchForm(forms.Form):
     """Every field is optional; :meth:`queryset` applies the ones given (all must match).
 
     Times are UTC. ``decision=masked`` means allowed or approved exchanges in which the
-    masking engine found something.
+    masking engine found something. ``statement_kind`` keeps PostgreSQL statements whose
+    worst kind (recorded in ``method``) is the one chosen.
     """
 
     q = forms.CharField(
         required=False,
         max_length=200,
         label="Words",
-        help_text='In the URL or the masked bodies; "quoted words" as a phrase',
+        help_text='In the URL, the masked bodies or the masked SQL; "quoted words" as a phrase',
     )
     start = forms.DateTimeField(
         required=False, input_formats=_DT_FORMATS, widget=DateTimeLocalInput(), label="From"
@@ -80,6 +82,12 @@ class SearchForm(forms.Form):
     )
     agent = forms.ModelChoiceField(Agent.objects.order_by("name"), required=False)
     target = forms.ModelChoiceField(Target.objects.order_by("slug"), required=False)
+    protocol = forms.ChoiceField(choices=[("", "any"), *PROTOCOL_CHOICES], required=False)
+    statement_kind = forms.ChoiceField(
+        choices=[("", "any"), *((k, k) for k in sorted(STATEMENT_SEVERITY))],
+        required=False,
+        label="Statement kind",
+    )
     decision = forms.ChoiceField(choices=DECISION_FILTERS, required=False)
     status = forms.IntegerField(required=False, min_value=100, max_value=599, label="Status")
     approver = forms.ModelChoiceField(
@@ -119,6 +127,10 @@ class SearchForm(forms.Form):
             qs = qs.filter(agent=d["agent"])
         if d.get("target"):
             qs = qs.filter(target=d["target"])
+        if d.get("protocol"):
+            qs = qs.filter(protocol=d["protocol"])
+        if d.get("statement_kind"):
+            qs = qs.filter(protocol="postgres", method=d["statement_kind"])
         decision = d.get("decision")
         if decision == "masked":
             qs = qs.filter(decision__in=["allowed", "approved"]).exclude(finding_types=[])

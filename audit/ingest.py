@@ -7,6 +7,10 @@ the approval and exchange ids, so delivery is at-least-once and the database see
 record once. A consumer that restarts first re-reads its own pending entries; entries
 left pending by a dead consumer are claimed after ``claim_idle_ms`` (``XAUTOCLAIM``).
 Unreadable entries are kept in :class:`~audit.models.IngestError`, not dropped.
+Exchanges and approval requests keep the message's ``protocol`` (``http`` for messages
+without it) and ``details`` (PostgreSQL statements); NUL characters and lone surrogates
+in ``details``, which ``jsonb`` and the chain's canonical JSON cannot carry, become
+U+FFFD before the digest is taken.
 
 Each batch of exchanges is stored in one transaction that first locks the audit chain
 head (:func:`audit.chain.lock_head`): the duplicate check, the exchange rows, their
@@ -29,7 +33,7 @@ from django.db import DatabaseError, close_old_connections, transaction
 from redis.exceptions import RedisError, ResponseError
 
 from approvals.actions import do_create_approval_request
-from audit.chain import copy_rows, exchange_digest, lock_head
+from audit.chain import copy_rows, exchange_digest, lock_head, storable
 from audit.models import Exchange, IngestError, Session
 from controlplane.models import AccessRule, Agent, Target
 from controlplane.redis import client, keys
@@ -48,6 +52,8 @@ EXCHANGE_COLUMNS = [f.attname for f in Exchange._meta.concrete_fields if not f.g
 
 def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
+
+
 
 
 def _decode(fields: dict) -> str:
@@ -239,6 +245,7 @@ class Ingestor:
                 worker_id=m.worker_id[:200],
                 client_address=m.client_address[:64],
                 started_at=_ts(m.started_at),
+                protocol=m.protocol[:16],
                 method=m.method[:16],
                 url=m.url,
                 request_headers=m.request_headers,
@@ -253,6 +260,7 @@ class Ingestor:
                 finding_types=sorted({str(f.get("type")) for f in findings if isinstance(f, dict)}),
                 timings=m.timings,
                 body_truncated=m.body_truncated,
+                details=storable(m.details) if m.details else {},
                 stream_entry_id=eid,
                 ingested_at=now,
             )

@@ -46,6 +46,9 @@ SEARCH_DOCUMENT_SQL = (
     f" || ' ' || {_text_sql('request_body')} || ' ' || {_text_sql('response_body')})"
 )
 
+#: ``Exchange.protocol``: what was recorded (:mod:`proxy_worker.contract`, ``protocol``).
+PROTOCOL_CHOICES = [("http", "HTTP"), ("postgres", "PostgreSQL")]
+
 DECISION_CHOICES = [
     ("allowed", "Allowed"),
     ("denied", "Denied"),
@@ -91,6 +94,11 @@ class Session(models.Model):
 class Exchange(models.Model):
     """One request and its answer as the worker recorded it: masked, no credentials.
 
+    ``protocol`` is ``http`` or ``postgres`` (one SQL statement: ``method`` holds its
+    statement kind, ``request_body`` the masked SQL, ``response_body`` a psql-style
+    rendering of the sampled rows); ``details`` holds the protocol's structured facts
+    (for ``postgres``: kinds, tables, parameters, columns, sampled rows, command tag,
+    error; shape in :class:`proxy_worker.contract.ExchangeMessage`), ``{}`` for HTTP.
     ``finding_types`` is the sorted set of entity types the masking engine reported in
     either direction (derived at ingest, for the entity-type filter); ``search_vector``
     is a stored generated column (:data:`SEARCH_DOCUMENT_SQL`) with a GIN index.
@@ -134,6 +142,7 @@ class Exchange(models.Model):
     worker_id = models.CharField(max_length=200)
     client_address = models.CharField(max_length=64, blank=True)
     started_at = models.DateTimeField(db_index=True)
+    protocol = models.CharField(max_length=16, choices=PROTOCOL_CHOICES, default="http")
     method = models.CharField(max_length=16)
     url = models.TextField()
     request_headers = models.JSONField(default=dict)
@@ -148,6 +157,7 @@ class Exchange(models.Model):
     finding_types = ArrayField(models.CharField(max_length=40), default=list, blank=True)
     timings = models.JSONField(default=dict)
     body_truncated = models.BooleanField(default=False)
+    details = models.JSONField(default=dict, blank=True)
     stream_entry_id = models.CharField(max_length=40, blank=True)
     ingested_at = models.DateTimeField(auto_now_add=True)
     search_vector = models.GeneratedField(
@@ -164,10 +174,16 @@ class Exchange(models.Model):
             models.Index(fields=["target", "-started_at"], name="audit_exch_target_time"),
             models.Index(fields=["agent", "-started_at"], name="audit_exch_agent_time"),
             models.Index(fields=["session", "started_at"], name="audit_exch_session_time"),
+            models.Index(fields=["protocol", "-started_at"], name="audit_exch_protocol_time"),
         ]
 
     def __str__(self) -> str:
         return f"{self.method} {self.url} -> {self.status_code}"
+
+    @property
+    def is_sql(self) -> bool:
+        """Whether this exchange is one PostgreSQL statement."""
+        return self.protocol == "postgres"
 
 
 class IngestError(models.Model):

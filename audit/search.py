@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Substr
 
 from audit.models import Exchange
 
@@ -24,12 +25,33 @@ PLANNER_BUDGET_MS = 60
 #: ``work_mem`` for the bitmap plan, so its bitmaps stay exact (not lossy) on large tables.
 BITMAP_WORK_MEM = "32MB"
 
-_LIGHT = ("request_body", "response_body", "request_headers", "response_headers")
+_LIGHT = ("request_body", "response_body", "request_headers", "response_headers", "details")
+#: Characters of a SQL statement's text a result row shows (``sql_head``).
+SQL_HEAD_CHARS = 160
 
 
 def fetch_page(qs: QuerySet[Exchange], offset: int, limit: int) -> list[Exchange]:
     """Rows ``offset`` to ``offset + limit`` of ``qs`` (ordered newest first: ``qs`` must be
-    ordered by ``-started_at, -id``), with agent and target, bodies and headers deferred."""
+    ordered by ``-started_at, -id``), with agent and target, bodies and headers deferred.
+    Each row gets ``sql_head``: the start of its SQL text for PostgreSQL statements
+    (read by id for the page's statements only), ``""`` otherwise."""
+    rows = _fetch(qs, offset, limit)
+    sql_ids = [x.id for x in rows if x.protocol == "postgres"]
+    heads = (
+        dict(
+            Exchange.objects.filter(id__in=sql_ids)
+            .annotate(head=Substr("request_body", 1, SQL_HEAD_CHARS))
+            .values_list("id", "head")
+        )
+        if sql_ids
+        else {}
+    )
+    for x in rows:
+        x.sql_head = heads.get(x.id, "")
+    return rows
+
+
+def _fetch(qs: QuerySet[Exchange], offset: int, limit: int) -> list[Exchange]:
     page = qs.select_related("agent", "target").defer(*_LIGHT)
     with transaction.atomic():
         with connection.cursor() as cur:

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Case, OuterRef, Subquery, Value, When
+from django.db.models.functions import Substr
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,12 +27,15 @@ from audit import exports, jobs
 from audit.chain import appending, describe_actor
 from audit.forms import SearchForm
 from audit.models import AuditJob, ChainHead, ChainRecord, Exchange, Session
+from audit.psql import transcript
 from audit.search import fetch_page
 from controlplane.roles import AUDITOR, role_required
 from controlplane.text import pretty_json
 
 SEARCH_PAGE_SIZE = 50
 PLAY_SPEEDS = (1, 4, 16)
+#: Characters of a statement's SQL shown in the replay timeline.
+SQL_HEAD_CHARS = 80
 
 
 def _get_job_for_user(request: HttpRequest, job_id: int) -> AuditJob:
@@ -41,11 +46,46 @@ def _get_job_for_user(request: HttpRequest, job_id: int) -> AuditJob:
     return job
 
 
+def decision_text(x: Exchange, approval: ApprovalRequest | None) -> str:
+    """One line saying what Gatehouse decided on ``x``: ``denied by rule …``, ``held for
+    approval … · approved by ann, bob``, ``error: …`` (plain text, escaped by the page)."""
+    rule = f"rule “{x.rule.name}”" if x.rule else "the target's default"
+    parts: list[str] = []
+    if x.decision == "denied":
+        parts.append(f"denied by {rule}" if x.rule_id or not x.error else f"denied: {x.error}")
+    elif x.decision == "error":
+        parts.append(f"error: {x.error}" if x.error else "error")
+    elif x.decision == "allowed":
+        parts.append("allowed")
+    if x.approval_id:
+        parts.append(f"held for approval {x.approval_id}")
+    if x.decision in ("approved", "approval_denied", "expired"):
+        verdict = {"approved": "approved", "approval_denied": "denied", "expired": "expired"}
+        who = [
+            d.user.get_username()
+            for d in (approval.decisions.all() if approval else [])
+            if (d.verdict == "approve") == (x.decision == "approved")
+        ]
+        text = verdict[x.decision]
+        if who and x.decision != "expired":
+            text += " by " + ", ".join(who)
+        elif x.decision == "approved" and not x.approval_id:
+            text += " by a grant"
+        parts.append(text)
+    return " · ".join(parts) or x.decision
+
+
 @role_required(AUDITOR)
 @require_GET
 def sessions(request: HttpRequest) -> HttpResponse:
-    """Recorded sessions, newest activity first, 50 per page."""
-    qs = Session.objects.select_related("agent", "target").order_by("-last_activity_at")
+    """Recorded sessions, newest activity first, 50 per page, with the protocol of each
+    (that of its first exchange: a session is one agent on one target)."""
+    first = Exchange.objects.filter(session=OuterRef("pk")).order_by("started_at", "id")
+    qs = (
+        Session.objects.select_related("agent", "target")
+        .annotate(protocol=Subquery(first.values("protocol")[:1]))
+        .order_by("-last_activity_at")
+    )
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     return render(request, "audit/sessions.html", {"page": page})
 
@@ -57,6 +97,9 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
 
     ``?step=N`` (1-based) or ``?exchange=<uuid>`` selects the exchange shown; ``?play=S``
     (1, 4 or 16) makes the player advance by itself at S times the recorded pace.
+    A PostgreSQL statement is shown as a psql session shows it (:mod:`audit.psql`):
+    prompt and SQL, bound parameters, the sampled rows as an aligned table, the command
+    tag or the error.
     """
     session = get_object_or_404(
         Session.objects.select_related("agent__owner", "target", "legal_hold_by"), pk=session_id
@@ -64,7 +107,13 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     exchanges = list(
         Exchange.objects.filter(session=session)
         .select_related("rule")
-        .defer("request_body", "response_body", "request_headers", "response_headers")
+        .defer("request_body", "response_body", "request_headers", "response_headers", "details")
+        .annotate(
+            sql_head=Case(
+                When(protocol="postgres", then=Substr("request_body", 1, SQL_HEAD_CHARS)),
+                default=Value(""),
+            )
+        )
         .order_by("started_at", "id")
     )
     step = 1
@@ -98,6 +147,17 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
         play = int(request.GET.get("play", "0"))
     except ValueError:
         play = 0
+    psql = None
+    if current is not None and current.is_sql:
+        facts = current.request_headers if isinstance(current.request_headers, dict) else {}
+        psql = transcript(
+            sql=current.request_body,
+            details=current.details,
+            agent=str(facts.get("user") or (session.agent.name if session.agent else "")),
+            target=str(facts.get("database") or (session.target.slug if session.target else "")),
+            status_code=current.status_code,
+            error=current.error,
+        )
     return render(
         request,
         "audit/session_detail.html",
@@ -113,8 +173,10 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
                 if approval and approval.decided_at
                 else None
             ),
-            "request_body": pretty_json(current.request_body) if current else "",
-            "response_body": pretty_json(current.response_body) if current else "",
+            "psql": psql,
+            "decision_text": decision_text(current, approval) if current else "",
+            "request_body": pretty_json(current.request_body) if current and not psql else "",
+            "response_body": pretty_json(current.response_body) if current and not psql else "",
             "prev_step": step - 1 if step > 1 else None,
             "next_step": step + 1 if step < len(exchanges) else None,
             "play": play if play in PLAY_SPEEDS else 0,

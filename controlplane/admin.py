@@ -8,15 +8,20 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from controlplane.forms import TargetForm
+from controlplane.forms import AccessRuleForm, TargetForm
 from controlplane.models import AccessRule, Agent, AgentGroup, AgentToken, MaskingRule, Target
 
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
     form = TargetForm
-    list_display = ["slug", "name", "upstream_url", "default_action", "has_credential"]
-    search_fields = ["slug", "name", "upstream_url"]
+    list_display = ["slug", "name", "kind", "upstream_display", "default_action", "has_credential"]
+    list_filter = ["kind"]
+    search_fields = ["slug", "name", "upstream_url", "pg_host", "pg_database"]
+
+    @admin.display(description="upstream")
+    def upstream_display(self, obj: Target) -> str:
+        return obj.upstream_display
 
     @admin.display(boolean=True, description="credential")
     def has_credential(self, obj: Target) -> bool:
@@ -80,7 +85,16 @@ class MaskingRuleAdmin(admin.ModelAdmin):
 
 @admin.register(AccessRule)
 class AccessRuleAdmin(admin.ModelAdmin):
-    list_display = ["name", "position", "action", "target", "path_pattern", "is_active"]
+    form = AccessRuleForm
+    list_display = [
+        "name",
+        "position",
+        "action",
+        "target",
+        "path_pattern",
+        "statement_kinds",
+        "is_active",
+    ]
     list_editable = ["position"]
     list_filter = ["action", "target", "is_active"]
     filter_horizontal = ["agents", "agent_groups"]

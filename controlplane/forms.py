@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 
 from controlplane.models import AccessRule, Agent, AgentGroup, MaskingRule, Target
 from controlplane.roles import ROLES
+from proxy_worker.policy import STATEMENT_SEVERITY
 
 
 class CommaListField(forms.CharField):
@@ -42,32 +43,127 @@ class LineListField(forms.CharField):
         return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+class Fieldset:
+    """A group of a form's fields rendered as one ``<fieldset>``.
+
+    ``kind`` (``"http"``, ``"postgres"`` or ``""`` for always) becomes ``data-kind`` on
+    the fieldset: ``static/controlplane/kinds.js`` shows only the fieldsets of the
+    selected kind (and every fieldset holding an error). Without JavaScript every
+    fieldset shows and the server validates the same way.
+    """
+
+    def __init__(self, legend: str, fields: list, kind: str = "", hint: str = "") -> None:
+        self.legend = legend
+        self.fields = fields
+        self.kind = kind
+        self.hint = hint
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.errors for f in self.fields)
+
+
+class FieldsetsMixin(forms.BaseForm):
+    """Forms rendered as fieldsets (``_form.html``): ``fieldset_layout`` lists
+    ``(legend, kind, field names, hint)``; fields it does not name go in a last fieldset
+    without legend."""
+
+    fieldset_layout: tuple[tuple[str, str, tuple[str, ...], str], ...] = ()
+
+    def fieldsets(self) -> list[Fieldset]:
+        named: set[str] = set()
+        out = []
+        for legend, kind, names, hint in self.fieldset_layout:
+            present = [n for n in names if n in self.fields]
+            named.update(present)
+            out.append(Fieldset(legend, [self[n] for n in present], kind, hint))
+        rest = [self[n] for n in self.fields if n not in named]
+        if rest:
+            out.append(Fieldset("", rest))
+        return out
+
+
+class KindSelect(forms.Select):
+    """A select of targets whose options carry ``data-kind`` (the target's kind), so that
+    the access rule form can show the conditions that apply to the chosen target."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        instance = getattr(value, "instance", None)
+        if instance is not None:
+            option["attrs"]["data-kind"] = instance.kind
+        return option
+
+
 def approver_groups():
     """Groups that can approve: every Django group except the built-in role groups
     (``approver`` itself stays selectable: it is the default approver group)."""
     return Group.objects.exclude(name__in=[r for r in ROLES if r != "approver"])
 
 
-class TargetForm(forms.ModelForm):
-    """Target form with a write-only credential: never rendered back, blank keeps it."""
+class TargetForm(FieldsetsMixin, forms.ModelForm):
+    """Target form with a write-only credential: never rendered back, blank keeps it.
+
+    The HTTP and PostgreSQL fields are in fieldsets of their kind; the credential is
+    labelled "Database password" for PostgreSQL targets (the kind posted, else the
+    stored one; the script relabels it when the kind changes).
+    """
+
+    CREDENTIAL_LABELS = {"http": "Credential", "postgres": "Database password"}
 
     credential = forms.CharField(
         required=False,
         strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Injected upstream on every request. Write-only: leave blank to keep the "
-        "stored one.",
+        widget=forms.PasswordInput(
+            render_value=False,
+            attrs={
+                "autocomplete": "new-password",
+                "data-label-http": CREDENTIAL_LABELS["http"],
+                "data-label-postgres": CREDENTIAL_LABELS["postgres"],
+            },
+        ),
+        help_text="HTTP: injected upstream on every request. PostgreSQL: the password of "
+        "the upstream user. Write-only: leave blank to keep the stored one.",
     )
     clear_credential = forms.BooleanField(required=False, label="Remove the stored credential")
+
+    fieldset_layout = (
+        ("", "", ("name", "slug", "kind"), ""),
+        ("HTTP upstream", "http", ("upstream_url", "auth_header", "auth_scheme"), ""),
+        (
+            "PostgreSQL upstream",
+            "postgres",
+            (
+                "pg_host",
+                "pg_port",
+                "pg_database",
+                "pg_user",
+                "pg_sslmode",
+                "pg_ca_pem",
+                "pg_allow_plaintext",
+            ),
+            "Agents connect with postgresql://<agent>:<token>@<gateway>:6432/<slug>; "
+            "the gateway logs in upstream as this user.",
+        ),
+        ("Credential", "", ("credential", "clear_credential"), ""),
+    )
 
     class Meta:
         model = Target
         fields = [
             "name",
             "slug",
+            "kind",
             "upstream_url",
             "auth_header",
             "auth_scheme",
+            "pg_host",
+            "pg_port",
+            "pg_database",
+            "pg_user",
+            "pg_sslmode",
+            "pg_ca_pem",
+            "pg_allow_plaintext",
             "credential",
             "clear_credential",
             "default_action",
@@ -76,10 +172,38 @@ class TargetForm(forms.ModelForm):
             "binary_bodies",
             "retention_days",
         ]
+        widgets = {
+            "kind": forms.Select(attrs={"data-kind-switch": "target"}),
+            "pg_port": forms.NumberInput(attrs={"min": 1, "max": 65535}),
+            "pg_ca_pem": forms.Textarea(
+                attrs={
+                    "rows": 4,
+                    "spellcheck": "false",
+                    "placeholder": "-----BEGIN CERTIFICATE-----",
+                }
+            ),
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["approver_group"].queryset = approver_groups()
+        # A post without the kind, port or TLS mode (an older client, a script) keeps the
+        # stored value; for a new target the model's default ("http", 5432, "prefer").
+        for name in ("kind", "pg_port", "pg_sslmode"):
+            self.fields[name].required = False
+        kind = self.data.get("kind") if self.is_bound else None
+        if kind not in self.CREDENTIAL_LABELS:
+            kind = self.instance.kind
+        self.fields["credential"].label = self.CREDENTIAL_LABELS.get(kind, "Credential")
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or self.instance.kind or "http"
+
+    def clean_pg_port(self) -> int:
+        return self.cleaned_data.get("pg_port") or self.instance.pg_port or 5432
+
+    def clean_pg_sslmode(self) -> str:
+        return self.cleaned_data.get("pg_sslmode") or self.instance.pg_sslmode or "prefer"
 
     def save(self, commit: bool = True) -> Target:
         target = super().save(commit=False)
@@ -165,8 +289,82 @@ class MaskingRuleForm(forms.ModelForm):
         return [t.upper() for t in self.cleaned_data["entity_types"]]
 
 
-class AccessRuleForm(forms.ModelForm):
+#: Statement kind choices, most severe first, with what each covers.
+STATEMENT_KIND_HELP = {
+    "DDL": "CREATE, ALTER, DROP, …",
+    "GRANT": "GRANT, REVOKE, …",
+    "LOAD": "LOAD a shared library",
+    "DO": "anonymous code blocks",
+    "TRUNCATE": "TRUNCATE",
+    "DELETE": "DELETE",
+    "MERGE": "MERGE",
+    "UPDATE": "UPDATE",
+    "INSERT": "INSERT",
+    "CALL": "CALL a procedure",
+    "FASTPATH": "the legacy function-call message",
+    "COPY": "COPY to or from the client",
+    "LOCK": "LOCK TABLE",
+    "MAINTENANCE": "VACUUM, ANALYZE, REINDEX, …",
+    "SELECT": "queries",
+    "EXECUTE": "EXECUTE a prepared statement",
+    "CURSOR": "DECLARE, FETCH, CLOSE, …",
+    "PREPARE": "PREPARE, DEALLOCATE, …",
+    "EXPLAIN": "EXPLAIN",
+    "LISTEN": "LISTEN, NOTIFY, …",
+    "SET": "SET, RESET, …",
+    "SHOW": "SHOW",
+    "TRANSACTION": "BEGIN, COMMIT, ROLLBACK, …",
+    "UTILITY": "anything else",
+}
+
+
+def _kind_label(kind: str) -> str:
+    what = STATEMENT_KIND_HELP.get(kind, kind)
+    return kind if what == kind else f"{kind} ({what})"
+
+
+class AccessRuleForm(FieldsetsMixin, forms.ModelForm):
+    """An access rule: HTTP conditions for HTTP targets, SQL conditions for PostgreSQL
+    targets (in fieldsets of their kind; the model refuses mixing them)."""
+
     methods = CommaListField(required=False, help_text="e.g. GET, POST; empty = any")
+    statement_kinds = forms.MultipleChoiceField(
+        required=False,
+        choices=[(k, _kind_label(k)) for k in STATEMENT_SEVERITY],
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "statement-kinds"}),
+        help_text=AccessRule._meta.get_field("statement_kinds").help_text,
+    )
+    tables = CommaListField(
+        required=False, help_text=AccessRule._meta.get_field("tables").help_text
+    )
+    functions = CommaListField(
+        required=False, help_text=AccessRule._meta.get_field("functions").help_text
+    )
+
+    fieldset_layout = (
+        ("", "", ("name", "position", "target", "agents", "agent_groups"), ""),
+        (
+            "HTTP conditions",
+            "http",
+            ("methods", "path_pattern", "query_pattern"),
+            "For HTTP targets.",
+        ),
+        (
+            "SQL conditions",
+            "postgres",
+            (
+                "statement_kinds",
+                "tables",
+                "functions",
+                "without_where",
+                "without_limit",
+                "parameter_pattern",
+            ),
+            "For PostgreSQL targets. Every condition set must hold; a rule cannot have "
+            "both HTTP and SQL conditions.",
+        ),
+        ("Body", "", ("body_pattern",), ""),
+    )
 
     class Meta:
         model = AccessRule
@@ -179,6 +377,12 @@ class AccessRuleForm(forms.ModelForm):
             "methods",
             "path_pattern",
             "query_pattern",
+            "statement_kinds",
+            "tables",
+            "functions",
+            "without_where",
+            "without_limit",
+            "parameter_pattern",
             "body_pattern",
             "action",
             "reason",
@@ -193,6 +397,7 @@ class AccessRuleForm(forms.ModelForm):
             "is_active",
         ]
         widgets = {
+            "target": KindSelect(attrs={"data-kind-switch": "rule"}),
             "agents": forms.CheckboxSelectMultiple,
             "agent_groups": forms.CheckboxSelectMultiple,
         }

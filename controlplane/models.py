@@ -5,17 +5,19 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from urllib.parse import quote
 
+from cryptography import x509
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
 from controlplane.crypto import encrypt_field
-from proxy_worker.policy import TOKEN_PREFIX, hash_token
+from proxy_worker.policy import STATEMENT_KINDS, STATEMENT_SEVERITY, TOKEN_PREFIX, hash_token
 
 ACTION_CHOICES = [("allow", "Allow"), ("deny", "Deny"), ("approve", "Require approval")]
 APPROVAL_MODE_CHOICES = [
@@ -38,18 +40,79 @@ def validate_regex(value: str) -> None:
         raise ValidationError(f"not a valid regular expression: {e}") from e
 
 
-class Target(models.Model):
-    """An upstream API reached through the gateway at ``/<slug>/`` (reverse mode).
+def validate_ca_pem(value: str) -> None:
+    """Reject text that is not one or more PEM X.509 certificates (RFC 7468 ``CERTIFICATE``
+    blocks), with the parser's message."""
+    if not value.strip():
+        return
+    try:
+        certs = x509.load_pem_x509_certificates(value.encode("utf-8"))
+    except (ValueError, UnicodeEncodeError) as e:
+        raise ValidationError(
+            f"not a PEM certificate bundle (-----BEGIN CERTIFICATE----- blocks): {e}"
+        ) from e
+    if not certs:
+        raise ValidationError("no certificate in the bundle")
 
-    The credential Gatehouse injects is write-only: stored encrypted
-    (:mod:`controlplane.crypto`), compiled into the snapshot encrypted for workers, and
-    never rendered back.
+
+#: What a PostgreSQL host may look like: a DNS name, an IPv4 address or a bare IPv6
+#: address (a ``%zone`` suffix allowed); no scheme, port, path or user.
+pg_host_validator = RegexValidator(
+    r"^[A-Za-z0-9._:%-]{1,255}$", "a host name or IP address, without port or scheme"
+)
+#: PostgreSQL database and role names: PostgreSQL keeps at most 63 bytes of an identifier
+#: (NAMEDATALEN - 1); no control characters.
+pg_identifier_validator = RegexValidator(
+    r"^[^\x00-\x1f\x7f]{1,63}$", "a PostgreSQL name: 1 to 63 characters, no control characters"
+)
+
+TARGET_KIND_CHOICES = [("http", "HTTP API"), ("postgres", "PostgreSQL database")]
+#: libpq's ``sslmode`` values and meanings (PostgreSQL docs, libpq, "SSL Support");
+#: the worker's list is :data:`proxy_worker.policy.SSLMODES`.
+SSLMODE_CHOICES = [
+    ("disable", "disable: no TLS"),
+    ("prefer", "prefer: TLS when the server offers it, certificate not verified"),
+    ("require", "require: always TLS, certificate not verified"),
+    ("verify-ca", "verify-ca: always TLS, certificate signed by a trusted CA"),
+    ("verify-full", "verify-full: always TLS, trusted CA and the host name matches"),
+]
+
+
+def postgres_url(host: str, port: int, database: str, user: str = "") -> str:
+    """``postgresql://user@host:port/database`` (RFC 3986 percent-encoding of user and
+    database, brackets around an IPv6 host), as libpq's connection URIs write it."""
+    netloc = f"[{host}]" if ":" in host else host
+    who = f"{quote(user, safe='')}@" if user else ""
+    return f"postgresql://{who}{netloc}:{port}/{quote(database, safe='')}"
+
+
+class Target(models.Model):
+    """An upstream reached through the gateway: an HTTP API (``kind="http"``, at
+    ``/<slug>/`` in reverse mode or by host in forward mode) or a PostgreSQL database
+    (``kind="postgres"``: agents connect to the PostgreSQL listener with the slug as the
+    database name).
+
+    The credential is write-only: stored encrypted (:mod:`controlplane.crypto`),
+    compiled into the snapshot encrypted for workers, and never rendered back. For HTTP
+    targets it is injected as ``<auth_header>: <auth_scheme> <credential>``; for
+    PostgreSQL targets it is the password of ``pg_user`` on the upstream.
+
+    Fields of the other kind (``upstream_url``, ``auth_header``, ``auth_scheme`` on a
+    PostgreSQL target, the ``pg_*`` fields on an HTTP target) are kept but not used.
     """
 
     name = models.CharField(max_length=100)
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    kind = models.CharField(
+        max_length=10,
+        choices=TARGET_KIND_CHOICES,
+        default="http",
+        help_text="An HTTP API, or a PostgreSQL database agents reach with a PostgreSQL "
+        "client (the slug is the database name they connect to)",
+    )
     upstream_url = models.URLField(
-        help_text="Base URL of the upstream, e.g. https://api.example.com"
+        blank=True,
+        help_text="HTTP targets: base URL of the upstream, e.g. https://api.example.com",
     )
     auth_header = models.CharField(max_length=100, default="Authorization", blank=True)
     auth_scheme = models.CharField(
@@ -57,6 +120,51 @@ class Target(models.Model):
         default="Bearer",
         blank=True,
         help_text="Prefix before the credential, e.g. Bearer; empty for none",
+    )
+    pg_host = models.CharField(
+        "host",
+        max_length=255,
+        blank=True,
+        validators=[pg_host_validator],
+        help_text="Host name or IP address of the PostgreSQL server",
+    )
+    pg_port = models.PositiveIntegerField(
+        "port", default=5432, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    pg_database = models.CharField(
+        "database",
+        max_length=63,
+        blank=True,
+        validators=[pg_identifier_validator],
+        help_text="Database name on the upstream server",
+    )
+    pg_user = models.CharField(
+        "user",
+        max_length=63,
+        blank=True,
+        validators=[pg_identifier_validator],
+        help_text="Role Gatehouse logs in as upstream (give it only the privileges agents need)",
+    )
+    pg_sslmode = models.CharField(
+        "TLS mode (sslmode)",
+        max_length=11,
+        choices=SSLMODE_CHOICES,
+        default="prefer",
+        help_text="As libpq's sslmode. verify-ca and verify-full check the server "
+        "certificate against the CA bundle below, or the system trust store when it is empty",
+    )
+    pg_ca_pem = models.TextField(
+        "CA certificates (PEM)",
+        blank=True,
+        validators=[validate_ca_pem],
+        help_text="PEM bundle of the CA(s) that sign the server certificate (verify-ca, "
+        "verify-full); empty = the system trust store",
+    )
+    pg_allow_plaintext = models.BooleanField(
+        "accept agent tokens without TLS",
+        default=False,
+        help_text="Let agents log in to the gateway over a connection without TLS (their "
+        "token then crosses the network in clear text); leave off outside a trusted network",
     )
     credential_encrypted = models.TextField(blank=True, editable=False)
     default_action = models.CharField(
@@ -91,6 +199,33 @@ class Target(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.kind == "postgres":
+            for name, what in (
+                ("pg_host", "host"),
+                ("pg_database", "database"),
+                ("pg_user", "user"),
+            ):
+                if not getattr(self, name):
+                    errors[name] = f"a PostgreSQL target needs a {what}"
+            if self.pg_ca_pem.strip() and self.pg_sslmode not in ("verify-ca", "verify-full"):
+                errors["pg_ca_pem"] = (
+                    f"a CA bundle is only used with verify-ca or verify-full (sslmode is "
+                    f"{self.pg_sslmode}): choose one of them or remove the bundle"
+                )
+        elif not self.upstream_url:
+            errors["upstream_url"] = "an HTTP target needs an upstream URL"
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def upstream_display(self) -> str:
+        """Where the target leads: ``postgresql://user@host:port/database`` or the URL."""
+        if self.kind == "postgres":
+            return postgres_url(self.pg_host, self.pg_port, self.pg_database, self.pg_user)
+        return self.upstream_url
 
     def set_credential(self, plaintext: str) -> None:
         """Store ``plaintext`` encrypted (empty string clears it). Call ``save()`` after."""
@@ -293,7 +428,14 @@ class MaskingRule(models.Model):
 
 
 class AccessRule(models.Model):
-    """An ordered rule: the first active rule matching a request decides it."""
+    """An ordered rule: the first active rule matching a request decides it.
+
+    Conditions are HTTP-only (``methods``, ``path_pattern`` other than ``*``,
+    ``query_pattern``: HTTP targets) or SQL-only (``statement_kinds``, ``tables``,
+    ``functions``, ``without_where``, ``without_limit``, ``parameter_pattern``:
+    PostgreSQL targets), never both; ``body_pattern`` applies to both (the request body,
+    or the SQL text). The worker's matching is :class:`proxy_worker.policy.AccessRule`.
+    """
 
     name = models.CharField(max_length=100, unique=True)
     position = models.PositiveIntegerField(default=100, help_text="Lower runs first")
@@ -333,7 +475,44 @@ class AccessRule(models.Model):
         max_length=500,
         blank=True,
         validators=[validate_regex],
-        help_text="Regex searched in the request body",
+        help_text="Regex searched in the request body (HTTP) or the SQL text (PostgreSQL)",
+    )
+    statement_kinds = ArrayField(
+        models.CharField(max_length=12),
+        blank=True,
+        default=list,
+        help_text="SQL: statements with any of these effects anywhere in them (a DELETE in "
+        "a WITH clause counts); none = any",
+    )
+    tables = ArrayField(
+        models.CharField(max_length=200),
+        blank=True,
+        default=list,
+        help_text="SQL: globs over the relations touched, comma-separated, e.g. "
+        "public.customers, secret_*, pg_catalog.pg_*; a glob without a dot matches the "
+        "table name in any schema; empty = any",
+    )
+    functions = ArrayField(
+        models.CharField(max_length=200),
+        blank=True,
+        default=list,
+        help_text="SQL: globs over the functions called, e.g. pg_read_file, dblink*; empty = any",
+    )
+    without_where = models.BooleanField(
+        "only writes without WHERE",
+        default=False,
+        help_text="SQL: only UPDATE or DELETE without a WHERE clause, and TRUNCATE",
+    )
+    without_limit = models.BooleanField(
+        "only queries without LIMIT",
+        default=False,
+        help_text="SQL: only queries whose result has no LIMIT or FETCH FIRST",
+    )
+    parameter_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_regex],
+        help_text="SQL: regex searched in each bound parameter value (as text)",
     )
     action = models.CharField(max_length=10, choices=ACTION_CHOICES)
     approval_timeout = models.PositiveIntegerField(
@@ -376,5 +555,98 @@ class AccessRule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def http_conditions(self) -> list[str]:
+        """Names of the HTTP-only conditions this rule sets."""
+        set_ = {
+            "methods": bool(self.methods),
+            "path_pattern": self.path_pattern not in ("", "*"),
+            "query_pattern": bool(self.query_pattern),
+        }
+        return [name for name in HTTP_RULE_FIELDS if set_[name]]
+
+    @property
+    def sql_conditions(self) -> list[str]:
+        """Names of the SQL conditions this rule sets."""
+        return [name for name in SQL_RULE_FIELDS if getattr(self, name)]
+
+    @property
+    def sql_summary(self) -> str:
+        """The SQL conditions in one line for lists (``""`` for none)."""
+        parts = []
+        if self.statement_kinds:
+            parts.append(", ".join(self.statement_kinds))
+        if self.tables:
+            parts.append("tables " + ", ".join(self.tables))
+        if self.functions:
+            parts.append("functions " + ", ".join(self.functions))
+        if self.without_where:
+            parts.append("without WHERE")
+        if self.without_limit:
+            parts.append("without LIMIT")
+        if self.parameter_pattern:
+            parts.append(f"parameters /{self.parameter_pattern}/")
+        return " · ".join(parts)
+
     def clean(self) -> None:
         self.methods = [m.upper().strip() for m in self.methods if m.strip()]
+        self.statement_kinds = list(
+            dict.fromkeys(k.upper().strip() for k in self.statement_kinds if k.strip())
+        )
+        self.tables = [g.strip().lower() for g in self.tables if g.strip()]
+        self.functions = [g.strip().lower() for g in self.functions if g.strip()]
+        errors: dict[str, list[str]] = {}
+        unknown = [k for k in self.statement_kinds if k not in STATEMENT_KINDS]
+        if unknown:
+            errors.setdefault("statement_kinds", []).append(
+                f"unknown statement kinds: {', '.join(unknown)} "
+                f"(known: {', '.join(STATEMENT_SEVERITY)})"
+            )
+        for name in ("tables", "functions"):
+            bad = [g for g in getattr(self, name) if not _NAME_GLOB.fullmatch(g)]
+            if bad:
+                errors.setdefault(name, []).append(
+                    f"not a name glob: {', '.join(bad)} (letters, digits, _ $ . * ? [ ] "
+                    "and -, no spaces or quotes)"
+                )
+        http, sql = self.http_conditions, self.sql_conditions
+        target = self.target  # None for "every target"; import assigns an unsaved one
+        if target is not None and target.kind == "postgres" and http:
+            for name in http:
+                errors.setdefault(name, []).append(
+                    f"an HTTP condition, but target {target.slug!r} is a PostgreSQL database: "
+                    "use statement kinds, tables or functions"
+                )
+        elif target is not None and target.kind != "postgres" and sql:
+            for name in sql:
+                errors.setdefault(name, []).append(
+                    f"an SQL condition, but target {target.slug!r} is an HTTP API"
+                )
+        elif http and sql:
+            labels = ", ".join(_RULE_FIELD_LABELS[n] for n in http)
+            for name in sql:
+                errors.setdefault(name, []).append(
+                    f"SQL conditions cannot be combined with HTTP conditions ({labels}): "
+                    "a request is one or the other; make two rules"
+                )
+        if errors:
+            raise ValidationError(errors)
+
+
+#: AccessRule conditions that only HTTP requests have, and those only SQL statements have.
+HTTP_RULE_FIELDS = ("methods", "path_pattern", "query_pattern")
+SQL_RULE_FIELDS = (
+    "statement_kinds",
+    "tables",
+    "functions",
+    "without_where",
+    "without_limit",
+    "parameter_pattern",
+)
+_RULE_FIELD_LABELS = {
+    "methods": "methods",
+    "path_pattern": "path pattern",
+    "query_pattern": "query pattern",
+}
+#: A table or function name glob: identifier characters, dots and fnmatch wildcards.
+_NAME_GLOB = re.compile(r"[\w$.*?\[\]!-]+")

@@ -4,18 +4,48 @@ The document (``version: 1``) has one list per kind, in dependency order::
 
     version: 1
     approver_groups: [payments-approvers]
-    targets:         [{slug, name, upstream_url, auth_header, auth_scheme, default_action,
-                       approval_timeout, approver_group, binary_bodies, retention_days}]
+    targets:         [{slug, name, kind, upstream_url, auth_header, auth_scheme,
+                       default_action, approval_timeout, approver_group, binary_bodies,
+                       retention_days,
+                       postgres: {host, port, database, user, sslmode, ca_pem,
+                                  allow_plaintext}}]
     agent_groups:    [{name, description}]
     agents:          [{name, description, owner, is_active, groups, oidc_subject}]
     masking_rules:   [{name, entity_types, field_names, json_paths, deny_list,
                        custom_pattern, strategy, direction, targets, agent_groups,
                        is_active}]
     access_rules:    [{name, position, target, agents, agent_groups, methods,
-                       path_pattern, query_pattern, body_pattern, action, approval_mode,
-                       required_approvals, retry_window, approval_timeout, approver_group,
-                       notify_webhook_url, notify_slack_url, notify_email, reason,
-                       is_active}]
+                       path_pattern, query_pattern, statement_kinds, tables, functions,
+                       without_where, without_limit, parameter_pattern, body_pattern,
+                       action, approval_mode, required_approvals, retry_window,
+                       approval_timeout, approver_group, notify_webhook_url,
+                       notify_slack_url, notify_email, reason, is_active}]
+
+Targets have ``kind: http`` (an HTTP API at ``upstream_url``) or ``kind: postgres``
+(a PostgreSQL database); a PostgreSQL target has a ``postgres:`` block, exported for
+PostgreSQL targets only::
+
+    - slug: orders
+      name: Orders database
+      kind: postgres
+      postgres: {host: db.internal, port: 5432, database: orders, user: gatehouse_agent,
+                 sslmode: verify-full, ca_pem: "", allow_plaintext: false}
+
+``sslmode`` takes libpq's values (disable, prefer, require, verify-ca, verify-full);
+``ca_pem`` is a PEM CA bundle (empty: the system trust store). The database password,
+like every credential, is not in the file.
+
+Access rules have HTTP conditions (``methods``, ``path_pattern``, ``query_pattern``)
+or SQL conditions (``statement_kinds`` from ``proxy_worker.policy.STATEMENT_KINDS``,
+``tables`` and ``functions`` globs, ``without_where``, ``without_limit``,
+``parameter_pattern``), never both; ``body_pattern`` applies to either (the request
+body, or the SQL text)::
+
+    - name: no unfiltered deletes
+      target: orders
+      statement_kinds: [DELETE, UPDATE, TRUNCATE]
+      without_where: true
+      action: deny
 
 Objects are keyed by their natural key (target ``slug``, every other kind ``name``);
 references use those keys. Secrets never appear: targets carry no credential and agents
@@ -47,6 +77,21 @@ DOCUMENT_VERSION = 1
 
 
 @dataclass(frozen=True)
+class Block:
+    """A nested mapping of an entry (``postgres:`` of a target): document key -> model field.
+
+    Exported, and accepted on import, only for objects whose ``kind`` field is ``kind``.
+    """
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    kind: str
+
+    def applies(self, obj: models.Model) -> bool:
+        return getattr(obj, "kind", None) == self.kind
+
+
+@dataclass(frozen=True)
 class Kind:
     """One section of the document: its model, natural key and exported fields."""
 
@@ -57,6 +102,31 @@ class Kind:
     #: field -> (kind section or "groups"/"users", natural key attr); FK or M2M.
     refs: dict[str, tuple[str, str]]
     m2m: tuple[str, ...] = ()
+    blocks: tuple[Block, ...] = ()
+
+    def where_of(self, model_field: str) -> tuple[str, ...]:
+        """The document path (below the entry) of a model field: ``("postgres", "host")``
+        for ``pg_host``, ``(name,)`` for a plain field."""
+        for block in self.blocks:
+            for key, name in block.fields:
+                if name == model_field:
+                    return (block.name, key)
+        return (model_field,)
+
+
+POSTGRES_BLOCK = Block(
+    "postgres",
+    (
+        ("host", "pg_host"),
+        ("port", "pg_port"),
+        ("database", "pg_database"),
+        ("user", "pg_user"),
+        ("sslmode", "pg_sslmode"),
+        ("ca_pem", "pg_ca_pem"),
+        ("allow_plaintext", "pg_allow_plaintext"),
+    ),
+    kind="postgres",
+)
 
 
 KINDS: tuple[Kind, ...] = (
@@ -67,6 +137,7 @@ KINDS: tuple[Kind, ...] = (
         (
             "slug",
             "name",
+            "kind",
             "upstream_url",
             "auth_header",
             "auth_scheme",
@@ -77,6 +148,7 @@ KINDS: tuple[Kind, ...] = (
             "retention_days",
         ),
         {"approver_group": ("approver_groups", "name")},
+        blocks=(POSTGRES_BLOCK,),
     ),
     Kind("agent_groups", AgentGroup, "name", ("name", "description"), {}),
     Kind(
@@ -120,6 +192,12 @@ KINDS: tuple[Kind, ...] = (
             "methods",
             "path_pattern",
             "query_pattern",
+            "statement_kinds",
+            "tables",
+            "functions",
+            "without_where",
+            "without_limit",
+            "parameter_pattern",
             "body_pattern",
             "action",
             "approval_mode",
@@ -173,6 +251,9 @@ def serialise(kind: Kind, obj: models.Model, m2m_values: dict[str, list[str]] | 
         else:
             value = getattr(obj, name)
             out[name] = list(value) if isinstance(value, list | tuple) else value
+    for block in kind.blocks:
+        if block.applies(obj):
+            out[block.name] = {key: getattr(obj, f) for key, f in block.fields}
     return out
 
 
@@ -205,9 +286,26 @@ def export_yaml() -> str:
         "# Gatehouse policy (no secrets: target credentials and agent tokens are not "
         "exported).\n# Import: python manage.py policy_import FILE [--dry-run] [--prune]\n"
     )
-    return header + yaml.safe_dump(
-        export_policy(), sort_keys=False, allow_unicode=True, default_flow_style=False
+    return header + yaml.dump(
+        export_policy(),
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
     )
+
+
+class _Dumper(yaml.SafeDumper):
+    """``SafeDumper`` writing multi-line strings (PEM bundles, descriptions) as literal
+    blocks (``|``); PyYAML falls back to quoting when a string cannot be one."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 # --------------------------------------------------------------------------- import
@@ -372,6 +470,65 @@ def _field_names(model: type[models.Model]) -> set[str]:
     return {f.name for f in model._meta.get_fields()}
 
 
+def _secret_hint(name: str) -> str:
+    secret = {"credential", "token", "tokens", "password"}
+    return " (secrets are never imported)" if name in secret else ""
+
+
+def _planned_ref(
+    section: str, value: Any, planned: dict[str, dict[str, models.Model]]
+) -> models.Model | None:
+    """The object ``value`` names in ``section``: the one planned by this document, else
+    the stored one, else ``None``."""
+    if value is None:
+        return None
+    if value in planned.get(section, {}):
+        return planned[section][value]
+    kind = KIND_BY_SECTION[section]
+    return kind.model.objects.filter(**{kind.key: value}).first()
+
+
+def _apply_block(kind: Kind, block: Block, entry: dict, inst: models.Model, path: tuple, err):
+    """Set the model fields of ``entry[block.name]`` (a mapping) on ``inst``; report a
+    block that is not a mapping, unknown keys, and a block on an object of another kind."""
+    if entry.get(block.name) is None:
+        return
+    value = entry[block.name]
+    where = (*path, block.name)
+    if not isinstance(value, dict):
+        err(where, "must be a mapping")
+        return
+    if not block.applies(inst):
+        err(where, f"only for kind: {block.kind} (this one is {getattr(inst, 'kind', '?')})")
+        return
+    fields = dict(block.fields)
+    for key, sub in value.items():
+        name = fields.get(key)
+        if name is None:
+            err((*where, key), f"unknown field{_secret_hint(key)}; expected {', '.join(fields)}")
+            continue
+        f = kind.model._meta.get_field(name)
+        if sub is None and not f.null:
+            sub = f.get_default()
+        setattr(inst, name, sub)
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Changed fields, in document order; a nested block (``postgres``) is compared key by
+    key (``postgres.host``)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for k in [*after, *(k for k in before if k not in after)]:
+        old, new = before.get(k), after.get(k)
+        if isinstance(old, dict) or isinstance(new, dict):
+            old, new = old or {}, new or {}
+            for sub in [*new, *(s for s in old if s not in new)]:
+                if old.get(sub) != new.get(sub):
+                    out[f"{k}.{sub}"] = (old.get(sub), new.get(sub))
+        elif old != new:
+            out[k] = (old, new)
+    return out
+
+
 def plan_import(text: str, *, prune: bool = False) -> Plan:
     """Parse and validate ``text`` against the database; write nothing.
 
@@ -418,6 +575,8 @@ def plan_import(text: str, *, prune: bool = False) -> Plan:
     }
     items: list[_Item] = []
     changes: list[Change] = []
+    #: section -> natural key -> the (possibly unsaved) instance planned for it.
+    planned: dict[str, dict[str, models.Model]] = {}
     for kind in KINDS:
         entries = data.get(kind.section)
         if entries is None:
@@ -441,14 +600,10 @@ def plan_import(text: str, *, prune: bool = False) -> Plan:
                 err((*path, kind.key), f"duplicate {kind.key} {key!r}")
                 continue
             seen.add(key)
+            block_names = {b.name for b in kind.blocks}
             for name in entry:
-                if name not in kind.fields:
-                    hint = (
-                        " (secrets are never imported)"
-                        if name in {"credential", "token", "tokens"}
-                        else ""
-                    )
-                    err((*path, name), f"unknown field{hint}")
+                if name not in kind.fields and name not in block_names:
+                    err((*path, name), f"unknown field{_secret_hint(name)}")
             inst = existing.get(key)
             exists = inst is not None
             if inst is None:
@@ -489,6 +644,12 @@ def plan_import(text: str, *, prune: bool = False) -> Plan:
                             )
                         ):
                             err((*path, name), f"no {section.rstrip('s')} named {value!r}")
+                        elif section in KIND_BY_SECTION:
+                            # What clean() sees of the referenced object is the planned one
+                            # (an access rule is checked against its target's planned kind).
+                            ref = _planned_ref(section, value, planned)
+                            if ref is not None or value is None:
+                                setattr(inst, name, ref)
                     continue
                 if name in entry:
                     value = entry[name]
@@ -503,11 +664,13 @@ def plan_import(text: str, *, prune: bool = False) -> Plan:
                             err((*path, name), "must be a list")
                             continue
                     setattr(inst, name, value)
+            for block in kind.blocks:
+                _apply_block(kind, block, entry, inst, path, err)
             try:
                 inst.full_clean(exclude=list(kind.refs), validate_unique=False)
             except ValidationError as e:
                 for fname, messages in e.message_dict.items():
-                    target = (*path, fname) if fname != "__all__" else path
+                    target = (*path, *kind.where_of(fname)) if fname != "__all__" else path
                     for m in messages:
                         err(target, m)
             after = serialise(kind, inst, m2m)
@@ -517,13 +680,14 @@ def plan_import(text: str, *, prune: bool = False) -> Plan:
             if kind.section == "targets":
                 known.setdefault("targets", set()).add(key)
             known.setdefault(kind.section, set()).add(key)
+            planned.setdefault(kind.section, {})[key] = inst
             items.append(_Item(kind, i, entry, inst, m2m, exists))
             if before is None:
                 changes.append(
                     Change(kind.section, key, "create", {k: (None, v) for k, v in after.items()})
                 )
             else:
-                delta = {k: (before[k], after[k]) for k in after if before[k] != after[k]}
+                delta = _delta(before, after)
                 if delta:
                     changes.append(Change(kind.section, key, "update", delta))
         for key in sorted(set(existing) - seen):

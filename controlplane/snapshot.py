@@ -30,21 +30,31 @@ def compile_snapshot(version: int) -> dict[str, Any]:
     """The policy document for ``version``. Credentials are encrypted for workers."""
     targets = []
     for t in Target.objects.order_by("id"):
-        targets.append(
-            {
-                "id": t.id,
-                "slug": t.slug,
-                "upstream": t.upstream_url,
-                "auth_header": t.auth_header,
-                "auth_scheme": t.auth_scheme,
-                "credential": encrypt_for_worker(decrypt_field(t.credential_encrypted))
-                if t.credential_encrypted
-                else None,
-                "default_action": t.default_action,
-                "approval_timeout": t.approval_timeout,
-                "binary_bodies": t.binary_bodies,
+        entry: dict[str, Any] = {
+            "id": t.id,
+            "slug": t.slug,
+            "kind": t.kind,
+            "upstream": t.upstream_display,
+            "auth_header": t.auth_header,
+            "auth_scheme": t.auth_scheme,
+            "credential": encrypt_for_worker(decrypt_field(t.credential_encrypted))
+            if t.credential_encrypted
+            else None,
+            "default_action": t.default_action,
+            "approval_timeout": t.approval_timeout,
+            "binary_bodies": t.binary_bodies,
+        }
+        if t.kind == "postgres":
+            entry["postgres"] = {
+                "host": t.pg_host,
+                "port": t.pg_port,
+                "database": t.pg_database,
+                "user": t.pg_user,
+                "sslmode": t.pg_sslmode,
+                "ca_pem": t.pg_ca_pem.strip() or None,
+                "allow_plaintext": t.pg_allow_plaintext,
             }
-        )
+        targets.append(entry)
     hashes: dict[int, list[str]] = {}
     for agent_id, h in AgentToken.objects.usable().values_list("agent_id", "token_hash"):
         hashes.setdefault(agent_id, []).append(h)
@@ -97,6 +107,12 @@ def compile_snapshot(version: int) -> dict[str, Any]:
             "approval_mode": r.approval_mode,
             "required_approvals": r.required_approvals,
             "retry_window": r.retry_window,
+            "statement_kinds": list(r.statement_kinds),
+            "tables": list(r.tables),
+            "functions": list(r.functions),
+            "without_where": r.without_where,
+            "without_limit": r.without_limit,
+            "parameter_pattern": r.parameter_pattern or None,
         }
         for r in AccessRule.objects.filter(is_active=True).prefetch_related(
             "agents", "agent_groups"
@@ -121,7 +137,8 @@ def compile_grants() -> list[dict[str, Any]]:
     """Active grants (not revoked, not expired) in the snapshot's ``grants`` shape.
 
     Workers also ignore a grant past ``expires_at`` by their own clock, so a grant
-    expires on time even before a newer snapshot drops it.
+    expires on time even before a newer snapshot drops it. ``tables`` (relation name
+    globs, empty = any) scopes SQL grants, whose ``method`` is a statement kind.
     """
     from approvals.models import Grant
 
@@ -132,6 +149,7 @@ def compile_grants() -> list[dict[str, Any]]:
             "target_id": g.target_id,
             "method": g.method,
             "path_pattern": g.path_pattern,
+            "tables": list(g.tables),
             "expires_at": g.expires_at.timestamp(),
             "approval_id": str(g.approval_request_id) if g.approval_request_id else None,
         }

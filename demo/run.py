@@ -41,6 +41,9 @@ def load_or_create_env(path: Path) -> dict[str, str]:
         "GATEHOUSE_MASKING_KEY": lambda: secrets.token_urlsafe(32),
         "DEMO_DATASETTE_TOKEN": lambda: "dstok-" + secrets.token_urlsafe(24),
         "DEMO_LLM_API_KEY": lambda: "sk-demo-" + secrets.token_urlsafe(24),
+        # The password Gatehouse logs in to the demo's PostgreSQL database with (the
+        # customers-db target's credential; the agent never sees it).
+        "DEMO_PG_PASSWORD": lambda: "pg-demo-" + secrets.token_urlsafe(24),
     }
     missing = [k for k in wanted if k not in values]
     if missing:
@@ -79,14 +82,16 @@ def manage(env: dict[str, str], *args: str) -> None:
     )
 
 
-def auto_approve(web_url: str, delay: float) -> None:
+def auto_approve(web_url: str, delay: float, exclude: set[str] | None = None) -> None:
     """Approve the next pending request as the demo approver, through the web UI."""
     from demo.approver_bot import ApproverBot
 
     time.sleep(delay)
     bot = ApproverBot(web_url, "approver", DEMO_PASSWORD)
     try:
-        approval_id = bot.wait_for_pending(30)
+        approval_id = bot.wait_for_pending(30, exclude=exclude)
+        if exclude is not None:
+            exclude.add(approval_id)
         r = bot.decide(approval_id, "approve", "approved by demo --auto-approve")
         print(
             f"   (auto-approve: approver approved {approval_id}: HTTP {r.status_code})", flush=True
@@ -122,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
 
     from demo.customers_db import build_customers_db
+    from demo.customers_pg import DEFAULT_DATABASE, build_customers_pg
 
     db = build_customers_db(VAR / "demo" / "customers.db")
+    if build_customers_pg(database=DEFAULT_DATABASE, password=env["DEMO_PG_PASSWORD"]):
+        print(f"created the PostgreSQL database {DEFAULT_DATABASE}", flush=True)
     ensure_database(os.environ.get("GATEHOUSE_DB_NAME", "gatehouse"))
     manage(env, "migrate", "--no-input", "-v", "0")
     token_file = VAR / "demo" / "agent-token"
@@ -145,6 +153,8 @@ Gatehouse is running.
   approvals       {web_url}/approvals/
   sessions        {web_url}/audit/sessions/
   proxy port      {proxy_url}/<target>/...   targets: customers (datasette), llm (OpenAI-compatible)
+  postgres port   postgresql://demo-agent:<token>@127.0.0.1:{ports.pg}/customers-db?sslmode=verify-full
+                  (sslrootcert: {VAR / "ca" / "mitmproxy-ca-cert.pem"})
   demo accounts   admin / approver / approver2 / auditor   password: {DEMO_PASSWORD}
   upstreams       datasette http://127.0.0.1:{ports.datasette}  llm http://127.0.0.1:{ports.llm}
   logs            {VAR / "log"}
@@ -152,10 +162,13 @@ Gatehouse is running.
     print(banner, flush=True)
 
     from demo.agent import run as run_agent
+    from demo.agent_pg import run as run_agent_pg
+
+    decided: set[str] = set()
 
     def on_held() -> None:
         if args.auto_approve:
-            threading.Thread(target=auto_approve, args=(web_url, 2.0), daemon=True).start()
+            threading.Thread(target=auto_approve, args=(web_url, 2.0, decided), daemon=True).start()
         else:
             print(
                 f"   Sign in at {web_url}/approvals/ as 'approver' ({DEMO_PASSWORD}) and "
@@ -166,6 +179,14 @@ Gatehouse is running.
     failures = run_agent(
         proxy_url,
         token_file.read_text().strip(),
+        approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
+        on_held=on_held,
+    )
+    failures += run_agent_pg(
+        "127.0.0.1",
+        ports.pg,
+        token_file.read_text().strip(),
+        ca_file=Path(os.environ.get("GATEHOUSE_CA_DIR", str(VAR / "ca"))) / "mitmproxy-ca-cert.pem",
         approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
         on_held=on_held,
     )

@@ -49,6 +49,8 @@ class Ports:
     proxy: int = int(os.environ.get("GATEHOUSE_PROXY_PORT", "8080"))
     #: Forward-proxy (HTTPS_PROXY) listener of the same worker.
     forward: int = int(os.environ.get("GATEHOUSE_FORWARD_PORT", "8081"))
+    #: PostgreSQL listener of the same worker.
+    pg: int = int(os.environ.get("GATEHOUSE_PG_PORT", "6432"))
     datasette: int = int(os.environ.get("DEMO_DATASETTE_PORT", "8101"))
     llm: int = int(os.environ.get("DEMO_LLM_PORT", "8102"))
 
@@ -59,6 +61,7 @@ class Ports:
             web=free_port(),
             proxy=free_port(),
             forward=free_port(),
+            pg=free_port(),
             datasette=free_port(),
             llm=free_port(),
         )
@@ -158,6 +161,7 @@ class Stack:
             {
                 "GATEHOUSE_PROXY_PORT": str(self.ports.proxy),
                 "GATEHOUSE_FORWARD_PORT": str(self.ports.forward),
+                "GATEHOUSE_PG_PORT": str(self.ports.pg),
                 "GATEHOUSE_FORWARD_PROXY_URL": f"http://127.0.0.1:{self.ports.forward}",
                 "GATEHOUSE_WEB_PORT": str(self.ports.web),
                 "DEMO_LLM_PORT": str(self.ports.llm),

@@ -22,6 +22,14 @@ Configuration comes from the environment (documented in README.md):
                                                      headers before answering 504 (60)
 ``GATEHOUSE_METRICS_PORT`` / ``GATEHOUSE_METRICS_HOST``  Prometheus /metrics listener (off;
                                                      127.0.0.1), see proxy_worker/metrics.py
+``GATEHOUSE_PG_PORT`` / ``GATEHOUSE_PG_HOST``        PostgreSQL listener (empty: off; host
+                                                     defaults to GATEHOUSE_PROXY_HOST), see
+                                                     proxy_worker/postgres/
+``GATEHOUSE_PG_TLS_CERT`` / ``GATEHOUSE_PG_TLS_KEY``  its TLS certificate and key (PEM files;
+                                                     default: issued by the Gatehouse CA for
+                                                     ``GATEHOUSE_PG_HOSTNAMES``)
+``GATEHOUSE_PG_MAX_MESSAGE``                         largest PostgreSQL message relayed, bytes
+                                                     (64 MiB)
 
 ``python -m proxy_worker --init-ca`` creates the CA in ``GATEHOUSE_CA_DIR`` and exits.
 """
@@ -35,6 +43,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
@@ -54,6 +63,9 @@ from proxy_worker.identity import Authenticator, TokenUsage
 from proxy_worker.link import ControlPlaneLink
 from proxy_worker.masking import DEFAULT_PHONE_REGIONS, accel
 from proxy_worker.metrics import Metrics, WorkerMetrics
+
+if TYPE_CHECKING:
+    from proxy_worker.postgres.server import PostgresListener
 
 log = logging.getLogger("gatehouse.worker")
 
@@ -85,10 +97,15 @@ def build_link() -> ControlPlaneLink:
     )
 
 
-def addons_for(link: ControlPlaneLink) -> list[object]:
+def build_authenticator(link: ControlPlaneLink) -> Authenticator:
+    """The worker's one :class:`Authenticator`: the bad-credential limiter sees failures
+    from every listener (reverse, forward, PostgreSQL)."""
+    return Authenticator(usage=TokenUsage(link.redis, link.keys.token_last_used))
+
+
+def addons_for(link: ControlPlaneLink, authenticator: Authenticator | None = None) -> list[object]:
     """The Gatehouse addons in hook order (see docs/architecture.md, "the data path")."""
-    # One authenticator: the bad-credential limiter sees failures from both listeners.
-    authenticator = Authenticator(usage=TokenUsage(link.redis, link.keys.token_last_used))
+    authenticator = authenticator or build_authenticator(link)
     return [
         ForwardGate(link, authenticator),
         PolicyGate(link, authenticator),
@@ -120,7 +137,8 @@ async def run() -> None:
     opts = options.Options(mode=modes, listen_host=host, confdir=ca_dir)
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     dispatch.install(master)  # same hooks, same order, without walking ~45 addons per event
-    master.addons.add(*addons_for(link))
+    authenticator = build_authenticator(link)
+    master.addons.add(*addons_for(link, authenticator))
     metrics = WorkerMetrics(link)
     master.addons.add(Metrics(metrics))  # last: sees the final decision of every flow
     metrics_port = int(os.environ.get("GATEHOUSE_METRICS_PORT") or 0)
@@ -139,6 +157,7 @@ async def run() -> None:
     ca_task = asyncio.create_task(
         publish_ca_forever(link.redis, link.keys.ca_cert, ca_dir), name="gatehouse-ca"
     )
+    pg_listener = await start_postgres(link, authenticator, host, ca_dir)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
@@ -153,9 +172,35 @@ async def run() -> None:
     try:
         await master.run()
     finally:
+        if pg_listener is not None:
+            await pg_listener.stop()
         ca_task.cancel()
         metrics.close()
         await link.stop()
+
+
+async def start_postgres(
+    link: ControlPlaneLink, authenticator: Authenticator, host: str, ca_dir: str
+) -> PostgresListener | None:
+    """Start the PostgreSQL listener when ``GATEHOUSE_PG_PORT`` is set (else ``None``)."""
+    port = os.environ.get("GATEHOUSE_PG_PORT", "").strip()
+    if not port:
+        return None
+    from proxy_worker.postgres.server import PostgresListener
+    from proxy_worker.postgres.tls import listener_context_from_env
+
+    listener = PostgresListener(
+        link,
+        authenticator,
+        host=os.environ.get("GATEHOUSE_PG_HOST", "").strip() or host,
+        port=int(port),
+        tls_context=listener_context_from_env(ca_dir),
+        max_message=int(os.environ.get("GATEHOUSE_PG_MAX_MESSAGE", str(64 * 1024 * 1024))),
+    )
+    await listener.start()
+    log.info("postgres listener on %s:%s", listener.host, listener.port)
+    print(f"gatehouse postgres listener on {listener.host}:{listener.port}", flush=True)
+    return listener
 
 
 def main() -> None:

@@ -61,6 +61,17 @@ HEARTBEAT_INTERVAL_SECONDS = 2.0
 HEARTBEAT_TTL_SECONDS = 10
 ExchangeDecision = Literal["allowed", "denied", "approved", "approval_denied", "expired", "error"]
 
+#: What an exchange or an approval request records (the ``protocol`` field): an HTTP
+#: request (the default, and what every message written before the field existed is) or
+#: one PostgreSQL statement; ``"mcp"`` is reserved for later. The control plane shows a
+#: protocol it does not know with its fields as recorded.
+PROTOCOL_HTTP = "http"
+PROTOCOL_POSTGRES = "postgres"
+
+#: At most this many sampled result rows travel in a PostgreSQL exchange's
+#: ``details["rows"]`` (``rows_truncated`` says when the statement returned more).
+SQL_SAMPLE_ROWS = 20
+
 
 class ContractError(ValueError):
     """A message on a Gatehouse Redis key or stream does not match this contract."""
@@ -153,6 +164,13 @@ def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
         raise ContractError(f"{what}: {e}") from e
 
 
+def _check_protocol(msg: Any, what: str) -> None:
+    if not isinstance(msg.protocol, str) or not msg.protocol:
+        raise ContractError(f"{what}: protocol must be a non-empty string")
+    if not isinstance(msg.details, dict):
+        raise ContractError(f"{what}: details must be a JSON object")
+
+
 def loads_json(raw: bytes | str, what: str) -> dict[str, Any]:
     """Parse one JSON object from Redis, raising :class:`ContractError` when it is not one."""
     try:
@@ -172,6 +190,22 @@ class ApprovalRequestMessage:
     Everything in it is already masked: ``url`` has its query masked, ``body`` is the
     masked request body as text (at most :data:`PREVIEW_LIMIT` characters), and
     ``headers`` has credentials removed. Times are Unix epoch seconds (float, UTC).
+
+    ``protocol`` is ``"http"`` (default; messages without the field are HTTP requests)
+    or ``"postgres"``: one SQL statement held on a PostgreSQL connection. Then
+    ``method`` is the statement's worst kind (``DELETE``), ``url`` is
+    ``postgresql://<upstream host>:<port>/<database>``, ``body`` is the statement
+    formatted with ``pglast.prettify`` and then masked, ``headers`` are the connection
+    facts (``application_name``, ``tls``, ``client_encoding``, ``database`` = target
+    slug, ``user`` = agent name) and ``details`` is::
+
+        {"statement_kind": str, "statement_kinds": [str], "tables": [str],
+         "functions": [str], "parameters": [masked text | None],
+         "sql_fingerprint": str}
+
+    (kinds from the shared vocabulary, ``proxy_worker.policy.STATEMENT_SEVERITY``;
+    relations and functions ``"schema.name"`` or bare ``"name"``, lower-cased).
+    ``details`` is ``{}`` for HTTP requests.
     """
 
     approval_id: str
@@ -193,6 +227,8 @@ class ApprovalRequestMessage:
     #: Distinct approvers needed (the rule's threshold when the worker saw it).
     required_approvals: int = 1
     retry_window: float = 0.0
+    protocol: str = PROTOCOL_HTTP
+    details: dict[str, Any] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -200,7 +236,9 @@ class ApprovalRequestMessage:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ApprovalRequestMessage:
-        return _from_dict(cls, loads_json(raw, "approval request"), "approval request")
+        msg = _from_dict(cls, loads_json(raw, "approval request"), "approval request")
+        _check_protocol(msg, "approval request")
+        return msg
 
 
 #: Masked request bodies in approval messages are cut to this many characters.
@@ -248,6 +286,37 @@ class ExchangeMessage:
     masking engine's summary (``[{"type", "location", "count"}]``), never values.
     ``agent_id``/``target_id`` are ``None`` when the request was refused before the
     agent or the target was known.
+
+    ``protocol`` is ``"http"`` (default; messages without the field are HTTP exchanges,
+    and ``details`` is then ``{}``) or ``"postgres"``: one SQL statement of a PostgreSQL
+    connection. For a statement:
+
+    * ``method`` is its worst statement kind (``SELECT``, ``DELETE``, …, the shared
+      vocabulary of ``proxy_worker.policy.STATEMENT_SEVERITY``); ``url`` is
+      ``postgresql://<upstream host>:<port>/<database>``;
+    * ``request_body`` is the masked SQL text as sent; ``response_body`` a psql-style
+      text rendering of the sampled masked rows (or of the error);
+    * ``status_code``: 200 completed, 400 the server answered an error, 403 refused by
+      Gatehouse (rule, approval, unparseable), 502 upstream failure;
+    * ``request_headers`` are the connection facts (``application_name``, ``tls``,
+      ``client_encoding``, ``database`` = target slug, ``user`` = agent name);
+      ``response_headers`` is ``{}``; ``session_key`` is ``pg:<connection uuid>``;
+    * ``details`` (every key optional; readers default a missing one)::
+
+        {"statement_kind": str, "statement_kinds": [str],
+         "tables": [str], "functions": [str],        # "schema.name" or "name", lower case
+         "parameters": [masked text | None],         # bound values, extended protocol
+         "columns": [str],                            # result column names
+         "rows": [[masked text | None]],              # at most SQL_SAMPLE_ROWS rows
+         "rows_truncated": bool,                      # more rows than sampled
+         "row_count": int | None,                     # from the command tag
+         "command_tag": str,                          # "SELECT 3", "INSERT 0 3"
+         "sqlstate": str, "error": str,               # the server's (or Gatehouse's) error
+         "extended": bool,                            # Parse/Bind/Execute, not Query
+         "statement_index": int,                      # position in a multi-statement Query
+         "portal_suspended": bool,                    # Execute row limit reached
+         "copy": {"direction": "in" | "out", "format": "text" | "csv" | "binary",
+                  "rows": int}}                       # COPY statements only
     """
 
     exchange_id: str
@@ -272,6 +341,8 @@ class ExchangeMessage:
     response_findings: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     body_truncated: bool = False
+    protocol: str = PROTOCOL_HTTP
+    details: dict[str, Any] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -284,7 +355,9 @@ class ExchangeMessage:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ExchangeMessage:
-        return _from_dict(cls, loads_json(raw, "exchange"), "exchange")
+        msg = _from_dict(cls, loads_json(raw, "exchange"), "exchange")
+        _check_protocol(msg, "exchange")
+        return msg
 
 
 #: Recorded (masked) bodies are cut to this many characters in exchange messages.

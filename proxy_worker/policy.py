@@ -4,14 +4,25 @@ A snapshot is one JSON document compiled by the control plane
 (``controlplane.snapshot.compile_snapshot``) and read here with :meth:`Policy.from_document`.
 Everything in this module is pure: no Redis, no mitmproxy, no Django. The mitmproxy
 addons call :meth:`Policy.identify`, :meth:`Policy.resolve_target` and
-:meth:`Policy.evaluate`.
+:meth:`Policy.evaluate`; the PostgreSQL listener calls :meth:`Policy.resolve_target`
+(``kind="postgres"``) and :meth:`Policy.evaluate_statement`.
 
 Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
 
     {"v": 1, "version": 7, "generated_at": 1767225600.0,
-     "targets": [{"id", "slug", "upstream", "auth_header", "auth_scheme",
-                  "credential" (Fernet token or null), "default_action",
-                  "approval_timeout"}],
+     "targets": [{"id", "slug",
+                  "kind": "http" | "postgres" (absent = "http"),
+                  "upstream" (http: base URL; postgres: postgresql://user@host:port/db,
+                              for display only),
+                  "auth_header", "auth_scheme" (http only),
+                  "credential" (Fernet token or null; postgres: the upstream password),
+                  "default_action", "approval_timeout", "binary_bodies",
+                  "postgres" (postgres targets only): {"host", "port" (int),
+                      "database", "user",
+                      "sslmode": "disable" | "prefer" | "require" | "verify-ca"
+                                 | "verify-full" (libpq's meanings),
+                      "ca_pem" (PEM CA bundle or null = the system trust store),
+                      "allow_plaintext" (bool: accept agent tokens without TLS)}}],
      "agents": [{"id", "name", "owner", "token_hashes": [sha256 hex],
                  "oidc_subject" ("" = none), "group_ids": [agent group id]}],
      "agent_groups": [{"id", "name"}],
@@ -23,18 +34,34 @@ Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
      "access_rules": [{"id", "name", "target_id" (null = every target),
                        "agent_ids" (null = every agent),
                        "agent_group_ids" (null = none; with agent_ids null too: every agent),
+                       HTTP conditions:
                        "methods" ([] = any),
-                       "path_pattern" (glob), "query_pattern", "body_pattern" (regex or null),
+                       "path_pattern" (glob), "query_pattern" (regex or null),
+                       SQL conditions (all optional; see AccessRule.matches_statement):
+                       "statement_kinds" ([] = any; STATEMENT_KINDS),
+                       "tables" ([glob] = any), "functions" ([glob] = any),
+                       "without_where" (bool), "without_limit" (bool),
+                       "parameter_pattern" (regex or null),
+                       both:
+                       "body_pattern" (regex or null: the body, or the SQL text),
                        "action": "allow" | "deny" | "approve", "approval_timeout" (s), "reason",
                        "approval_mode": "wait" | "defer", "required_approvals" (int >= 1),
                        "retry_window" (s)}],
-     "grants": [{"id", "agent_id", "target_id", "method" ("" = any), "path_pattern" (glob),
+     "grants": [{"id", "agent_id", "target_id",
+                 "method" ("" = any; a statement kind for SQL grants),
+                 "path_pattern" (glob; "*" for SQL grants),
+                 "tables" ([glob], absent or [] = any; SQL grants only),
                  "expires_at" (Unix epoch s), "approval_id"}],
      "site_url": "https://gatehouse.example.com"}
 
+A rule with an SQL condition never matches an HTTP request; a rule with an HTTP
+condition (``methods``, ``path_pattern`` other than ``*``, ``query_pattern``) never
+matches an SQL statement; a rule with neither matches both (by target, agent and
+``body_pattern``). Table and function globs are described in :class:`NameGlobs`.
+
 Grants only lift the approval an ``approve`` rule would ask for (never a ``deny``), and a
 grant past ``expires_at`` is ignored by the worker's own clock even before a new
-snapshot drops it.
+snapshot drops it. A grant with ``tables`` never covers an HTTP request.
 """
 
 from __future__ import annotations
@@ -95,9 +122,36 @@ def extract_token(authorization: str | None) -> str | None:
     return None
 
 
+#: libpq ``sslmode`` values a PostgreSQL target's upstream connection may use.
+SSLMODES = frozenset({"disable", "prefer", "require", "verify-ca", "verify-full"})
+
+
+@dataclass(frozen=True)
+class PostgresUpstream:
+    """How the worker reaches a PostgreSQL target's server (snapshot ``targets[].postgres``).
+
+    ``sslmode`` has libpq's meanings (:data:`SSLMODES`); ``ca_pem`` is the PEM bundle
+    that verify-ca/verify-full check the server certificate against (``None``: the
+    system trust store). ``allow_plaintext`` lets agents present their token on a
+    connection to the gateway without TLS. ``password`` is the target's decrypted
+    ``credential`` (the upstream password of ``user``), never rendered in ``repr``.
+    """
+
+    host: str
+    port: int = 5432
+    database: str = ""
+    user: str = ""
+    sslmode: str = "prefer"
+    ca_pem: str | None = None
+    allow_plaintext: bool = False
+    password: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True)
 class Target:
-    """An upstream API reachable through the gateway at ``/<slug>/``."""
+    """An upstream reachable through the gateway: an HTTP API at ``/<slug>/`` (or by host
+    in forward mode), or a PostgreSQL database (``kind="postgres"``, ``postgres`` set)
+    that agents name by its slug as the database of their connection."""
 
     id: int
     slug: str
@@ -107,6 +161,9 @@ class Target:
     credential: str | None = None
     default_action: Action = "allow"
     approval_timeout: float = 120.0
+    #: ``"http"`` or ``"postgres"``.
+    kind: str = "http"
+    postgres: PostgresUpstream | None = None
 
     def upstream_url(self, path: str) -> str:
         """The upstream URL for a path (starting with ``/``, query included) under this target."""
@@ -132,7 +189,22 @@ class AccessRule:
     ``path_pattern`` is a shell-style glob over the upstream path (``*`` matches any
     characters, ``/`` included); ``query_pattern`` is a regular expression searched in the
     URL-decoded query string; ``body_pattern`` a regular expression searched in the
-    request body decoded as UTF-8. An empty ``methods`` tuple matches every method.
+    request body decoded as UTF-8 (for SQL statements: in the SQL text). An empty
+    ``methods`` tuple matches every method.
+
+    SQL conditions (:meth:`matches_statement`; all optional, each set one must hold).
+    For ``deny`` and ``approve`` rules they read as "any": ``statement_kinds`` shares a
+    kind with :attr:`SqlFacts.kinds`; some relation matches some ``tables`` glob; some
+    function matches some ``functions`` glob. For ``allow`` rules they read as "only":
+    every kind of the statement is in ``statement_kinds``, every relation matches a
+    ``tables`` glob and every function a ``functions`` glob (so an allow rule for SELECT
+    on ``customers`` does not pass ``WITH d AS (DELETE ...) SELECT`` or a join with
+    ``secrets``). For both:
+    ``without_where`` needs :attr:`SqlFacts.unfiltered_write`, ``without_limit``
+    :attr:`SqlFacts.unbounded_select`; ``parameter_pattern`` is searched in each bound
+    parameter value. Name globs follow :class:`NameGlobs`. A rule with an SQL condition
+    never matches an HTTP request, and a rule with an HTTP condition (``methods``,
+    ``path_pattern`` other than ``*``, ``query_pattern``) never matches a statement.
     """
 
     id: int
@@ -153,9 +225,21 @@ class AccessRule:
     approval_mode: ApprovalMode = "wait"
     required_approvals: int = 1
     retry_window: float = 600.0
+    #: SQL conditions (see above); upper-case kinds, name globs as written.
+    statement_kinds: frozenset[str] = frozenset()
+    tables: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    without_where: bool = False
+    without_limit: bool = False
+    parameter_pattern: str | None = None
     _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _query_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _body_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _param_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _tables: NameGlobs | None = field(init=False, repr=False, compare=False)
+    _functions: NameGlobs | None = field(init=False, repr=False, compare=False)
+    _has_sql: bool = field(init=False, repr=False, compare=False)
+    _has_http: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -167,10 +251,46 @@ class AccessRule:
         object.__setattr__(
             self, "_body_re", re.compile(self.body_pattern) if self.body_pattern else None
         )
+        object.__setattr__(
+            self,
+            "_param_re",
+            re.compile(self.parameter_pattern) if self.parameter_pattern else None,
+        )
+        object.__setattr__(self, "_tables", NameGlobs(self.tables) if self.tables else None)
+        object.__setattr__(
+            self, "_functions", NameGlobs(self.functions) if self.functions else None
+        )
+        object.__setattr__(
+            self,
+            "_has_sql",
+            bool(
+                self.statement_kinds
+                or self.tables
+                or self.functions
+                or self.without_where
+                or self.without_limit
+                or self.parameter_pattern
+            ),
+        )
+        object.__setattr__(
+            self,
+            "_has_http",
+            bool(self.methods or self.path_pattern not in ("", "*") or self.query_pattern),
+        )
+
+    @property
+    def has_sql_conditions(self) -> bool:
+        """Whether any SQL condition is set (then no HTTP request matches the rule)."""
+        return self._has_sql
+
+    @property
+    def has_http_conditions(self) -> bool:
+        """Whether any HTTP-only condition is set (then no SQL statement matches the rule)."""
+        return self._has_http
 
     def matches(self, request: RequestInfo) -> bool:
         """Whether this rule applies to ``request`` (target, agent, method, path, query, body)."""
-        if self.target_id is not None and self.target_id != request.target_id:
+        if self._has_sql or (self.target_id is not None and self.target_id != request.target_id):
             return False
         if (self.agent_ids is not None or self.agent_group_ids is not None) and not (
             (self.agent_ids is not None and request.agent_id in self.agent_ids)
@@ -188,12 +308,125 @@ class AccessRule:
             return False
         return self._body_re is None or bool(self._body_re.search(request.body_text))
 
+    def matches_statement(self, request: StatementRequest) -> bool:
+        """Whether this rule applies to one SQL statement (target, agent, SQL conditions,
+        ``body_pattern`` over the SQL text); never when it has an HTTP-only condition."""
+        if self._has_http or (self.target_id is not None and self.target_id != request.target_id):
+            return False
+        if (self.agent_ids is not None or self.agent_group_ids is not None) and not (
+            (self.agent_ids is not None and request.agent_id in self.agent_ids)
+            or (
+                self.agent_group_ids is not None
+                and not self.agent_group_ids.isdisjoint(request.agent_group_ids)
+            )
+        ):
+            return False
+        facts = request.facts
+        if self.action == "allow":
+            # An allow rule reads as "only": every effect, every relation and every
+            # function of the statement must be covered, or ``WITH d AS (DELETE ...)
+            # SELECT ...`` would pass an allow rule for SELECT and ``... JOIN secrets``
+            # one for the customers table.
+            if self.statement_kinds and not facts.kinds <= self.statement_kinds:
+                return False
+            if self._tables is not None and not self._tables.all_match(facts.relations):
+                return False
+            if self._functions is not None and not self._functions.all_match(facts.functions):
+                return False
+        else:
+            # Deny and approval rules read as "any": one matching effect, relation or
+            # function is enough (the worst effect anywhere counts).
+            if (
+                self.statement_kinds
+                and facts.kind not in self.statement_kinds
+                and self.statement_kinds.isdisjoint(facts.kinds)
+            ):
+                return False
+            if self._tables is not None and not self._tables.any_matches(facts.relations):
+                return False
+            if self._functions is not None and not self._functions.any_matches(facts.functions):
+                return False
+        if self.without_where and not facts.unfiltered_write:
+            return False
+        if self.without_limit and not facts.unbounded_select:
+            return False
+        if self._param_re is not None:
+            search = self._param_re.search
+            if not any(v is not None and search(v) for v in request.parameters):
+                return False
+        return self._body_re is None or bool(self._body_re.search(request.sql))
+
+
+class NameGlobs:
+    """Shell-style globs over table or function names, compared case-insensitively.
+
+    * A glob with a dot (``public.customers``, ``pg_catalog.*``) matches a qualified
+      name ``schema.name`` as a whole (``db.schema.name`` is also tried as
+      ``schema.name``).
+    * A glob without a dot (``customers``, ``secret_*``) matches the name part of any
+      name, qualified or not: ``customers`` matches ``public.customers``.
+    * An unqualified name (``customers``) matches a dotted glob when the glob's name
+      part (after its last dot) matches: ``public.customers`` matches ``customers``, and
+      ``pg_catalog.*`` matches every unqualified name. The worker cannot know the
+      client's ``search_path``, so an unqualified name may be any schema's: this is the
+      fail-safe reading for deny and approve rules (write ``pg_catalog.pg_*`` rather
+      than ``pg_catalog.*`` to leave ordinary tables alone).
+
+    ``*`` and ``?`` match dots too (``fnmatch``), so ``*`` alone matches every name.
+    """
+
+    __slots__ = ("_full", "_part", "globs")
+
+    def __init__(self, globs: tuple[str, ...] | list[str]) -> None:
+        self.globs = tuple(g.strip().lower() for g in globs if g and g.strip())
+        dotted: list[re.Pattern[str]] = []  # dotted globs, over "schema.name"
+        name_parts: list[re.Pattern[str]] = []  # their name parts
+        bare: list[re.Pattern[str]] = []  # globs without a dot, over a name part
+        for g in self.globs:
+            if "." in g:
+                dotted.append(re.compile(fnmatch.translate(g)))
+                name_parts.append(re.compile(fnmatch.translate(g.rpartition(".")[2])))
+            else:
+                bare.append(re.compile(fnmatch.translate(g)))
+        #: For qualified names: (dotted globs, bare globs over the name part).
+        self._full = (tuple(dotted), tuple(bare))
+        #: For unqualified names: bare globs and the dotted globs' name parts.
+        self._part = tuple(bare + name_parts)
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` (``schema.name`` or bare ``name``) matches one of the globs."""
+        name = name.lower()
+        if "." in name:
+            dotted, bare = self._full
+            parts = name.split(".")
+            if any(r.match(parts[-1]) for r in bare):
+                return True
+            # ``catalog.schema.name`` (the catalog can only be the current database)
+            # is judged as ``schema.name`` too.
+            two = ".".join(parts[-2:])
+            return any(r.match(name) or r.match(two) for r in dotted)
+        return any(r.match(name) for r in self._part)
+
+    def any_matches(self, names: frozenset[str] | tuple[str, ...]) -> bool:
+        """Whether some name of ``names`` matches one of the globs."""
+        return any(self.matches(n) for n in names)
+
+    def all_match(self, names: frozenset[str] | tuple[str, ...]) -> bool:
+        """Whether every name of ``names`` matches one of the globs (``True`` for none)."""
+        return all(self.matches(n) for n in names)
+
 
 @dataclass(frozen=True)
 class Grant:
     """A time-boxed approval: ``agent_id`` may send ``method`` (empty = any) requests whose
     upstream path matches ``path_pattern`` (glob, as access rules) to ``target_id`` until
-    ``expires_at`` (Unix epoch seconds) without asking again."""
+    ``expires_at`` (Unix epoch seconds) without asking again.
+
+    SQL grants (PostgreSQL targets) have ``tables`` (name globs, :class:`NameGlobs`) and
+    a ``method`` that is a statement kind (or empty); ``path_pattern`` is ``*``. A grant
+    with ``tables`` never covers an HTTP request, and one with a ``path_pattern`` other
+    than ``*`` never covers a statement.
+    """
 
     id: int
     agent_id: int
@@ -202,12 +435,15 @@ class Grant:
     path_pattern: str
     expires_at: float
     approval_id: str | None = None
+    tables: tuple[str, ...] = ()
     _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _tables: NameGlobs | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "_path_re", re.compile(fnmatch.translate(self.path_pattern or "*"))
         )
+        object.__setattr__(self, "_tables", NameGlobs(self.tables) if self.tables else None)
 
     def matches(self, request: RequestInfo, now: float) -> bool:
         """Whether this grant covers ``request`` at ``now`` (Unix epoch seconds)."""
@@ -216,8 +452,141 @@ class Grant:
             and self.agent_id == request.agent_id
             and self.target_id == request.target_id
             and (not self.method or self.method == request.method.upper())
+            and self._tables is None
             and bool(self._path_re.match(request.path))
         )
+
+    def matches_statement(self, request: StatementRequest, now: float) -> bool:
+        """Whether this grant covers one SQL statement at ``now`` (Unix epoch seconds).
+
+        Agent and target match, not expired, ``method`` empty or the statement's worst
+        kind, and with ``tables`` set: the statement touches at least one relation and
+        every relation it touches matches one of them (a statement without relations,
+        such as ``DO`` or ``SELECT pg_sleep(1)``, is not "on" any table, so a table grant
+        does not cover it).
+        """
+        if not (
+            now < self.expires_at
+            and self.agent_id == request.agent_id
+            and self.target_id == request.target_id
+            and self.path_pattern in ("", "*")
+            and (not self.method or self.method == request.facts.kind)
+        ):
+            return False
+        relations = request.facts.relations
+        return self._tables is None or (bool(relations) and self._tables.all_match(relations))
+
+
+#: Statement kinds of SQL access rules (``AccessRule.statement_kinds``), most severe first:
+#: the order that picks :attr:`SqlFacts.kind`, the worst effect of a statement.
+#: ``FASTPATH`` is the legacy function-call message (``F``) of the wire protocol.
+STATEMENT_SEVERITY: tuple[str, ...] = (
+    "DDL",
+    "GRANT",
+    "LOAD",
+    "DO",
+    "TRUNCATE",
+    "DELETE",
+    "MERGE",
+    "UPDATE",
+    "INSERT",
+    "CALL",
+    "FASTPATH",
+    "COPY",
+    "LOCK",
+    "MAINTENANCE",
+    "SELECT",
+    "EXECUTE",
+    "CURSOR",
+    "PREPARE",
+    "EXPLAIN",
+    "LISTEN",
+    "SET",
+    "SHOW",
+    "TRANSACTION",
+    "UTILITY",
+)
+STATEMENT_KINDS = frozenset(STATEMENT_SEVERITY)
+_SEVERITY_RANK = {k: i for i, k in enumerate(STATEMENT_SEVERITY)}
+
+
+def worst_kind(kinds: frozenset[str] | set[str] | tuple[str, ...]) -> str:
+    """The most severe of ``kinds`` by :data:`STATEMENT_SEVERITY` (``UTILITY`` for none)."""
+    return min(kinds, key=lambda k: _SEVERITY_RANK.get(k, len(_SEVERITY_RANK)), default="UTILITY")
+
+
+@dataclass(frozen=True)
+class SqlFacts:
+    """What access rules see of one SQL statement: the worst effect anywhere in it.
+
+    Produced by :mod:`proxy_worker.postgres.sql` from PostgreSQL's own parse tree
+    (pglast), so ``WITH d AS (DELETE ...) SELECT ...`` and ``EXPLAIN ANALYZE DELETE ...``
+    count as deletes.
+
+    Attributes:
+        kind: the worst kind of :attr:`kinds` (:func:`worst_kind`).
+        kinds: every effect kind found anywhere in the statement
+            (:data:`STATEMENT_KINDS`).
+        relations: relations touched, ``"schema.name"`` or bare ``"name"`` as written,
+            lower-cased; CTE names are not relations.
+        functions: functions called, ``"schema.name"`` or bare ``"name"``, lower-cased.
+        unfiltered_write: an ``UPDATE`` or ``DELETE`` without ``WHERE`` anywhere, or a
+            ``TRUNCATE``.
+        unbounded_select: a query (of a ``SELECT``, ``DECLARE`` or ``COPY (query)``)
+            without ``LIMIT``/``FETCH FIRST`` at its top level, or ``FETCH ALL``.
+    """
+
+    kind: str
+    kinds: frozenset[str]
+    relations: frozenset[str] = frozenset()
+    functions: frozenset[str] = frozenset()
+    unfiltered_write: bool = False
+    unbounded_select: bool = False
+
+
+@dataclass(frozen=True)
+class StatementRequest:
+    """What access rules look at for one SQL statement on a PostgreSQL target.
+
+    ``sql`` is the statement text as the agent sent it (before masking); ``parameters``
+    the bound values as text (``None`` for NULL; binary values as the relay renders them);
+    ``fingerprint`` is :func:`statement_fingerprint` (computed by
+    :meth:`Policy.evaluate_statement` for ``approve`` outcomes when empty).
+    """
+
+    agent_id: int
+    target_id: int
+    facts: SqlFacts
+    sql: str
+    parameters: tuple[str | None, ...] = ()
+    fingerprint: str = ""
+    agent_group_ids: frozenset[int] = frozenset()
+
+
+def statement_fingerprint(
+    *, agent_id: int, target_id: int, sql: str, parameters: tuple[str | None, ...] | list = ()
+) -> str:
+    """SHA-256 hex digest identifying a statement for defer mode's "identical retry".
+
+    Covers the agent, the target, the SQL text exactly as sent and each bound parameter
+    (length-prefixed, so no two parameter lists share a digest; NULL differs from the
+    empty string), taken before masking, like :func:`request_fingerprint` (whose digests
+    it cannot collide with: the input starts with a different tag).
+    """
+    h = hashlib.sha256(b"gatehouse-sql\x00")
+    for part in (str(agent_id), str(target_id)):
+        h.update(part.encode("ascii"))
+        h.update(b"\x00")
+    h.update(hashlib.sha256(sql.encode("utf-8", errors="surrogateescape")).digest())
+    h.update(len(parameters).to_bytes(4, "big"))
+    for value in parameters:
+        if value is None:
+            h.update(b"N")
+            continue
+        data = value.encode("utf-8", errors="surrogateescape")
+        h.update(b"V" + len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -353,6 +722,8 @@ class Policy:
         }
         index: dict[tuple[str, int], list[tuple[str, str, Target]]] = {}
         for t in self.targets_by_id.values():
+            if t.kind != "http":  # PostgreSQL targets are not on the HTTP egress list
+                continue
             origin = upstream_origin(t.upstream)
             if origin is None:
                 continue
@@ -399,9 +770,14 @@ class Policy:
                     credential=t.get("credential"),
                     default_action=t.get("default_action", "allow"),
                     approval_timeout=float(t.get("approval_timeout", 120)),
+                    kind=str(t.get("kind") or "http"),
+                    postgres=_postgres_upstream(t),
                 )
                 for t in doc.get("targets", [])
             ]
+            for target in targets:
+                if target.kind not in ("http", "postgres"):
+                    raise ContractError(f"target {target.slug}: unknown kind {target.kind!r}")
             agents_by_hash: dict[str, Agent] = {}
             agents_by_id: dict[int, Agent] = {}
             for a in doc.get("agents", []):
@@ -434,6 +810,14 @@ class Policy:
                     approval_mode=r.get("approval_mode") or "wait",
                     required_approvals=int(r.get("required_approvals") or 1),
                     retry_window=float(r.get("retry_window") or 600),
+                    statement_kinds=frozenset(
+                        str(k).upper() for k in r.get("statement_kinds") or ()
+                    ),
+                    tables=tuple(str(g) for g in r.get("tables") or ()),
+                    functions=tuple(str(g) for g in r.get("functions") or ()),
+                    without_where=bool(r.get("without_where")),
+                    without_limit=bool(r.get("without_limit")),
+                    parameter_pattern=r.get("parameter_pattern") or None,
                 )
                 for r in doc.get("access_rules", [])
             )
@@ -444,6 +828,11 @@ class Policy:
                     raise ContractError(
                         f"access rule {rule.id}: unknown approval mode {rule.approval_mode!r}"
                     )
+                unknown = rule.statement_kinds - STATEMENT_KINDS
+                if unknown:
+                    raise ContractError(
+                        f"access rule {rule.id}: unknown statement kinds {sorted(unknown)}"
+                    )
             grants = tuple(
                 Grant(
                     id=int(g["id"]),
@@ -453,6 +842,7 @@ class Policy:
                     path_pattern=str(g.get("path_pattern") or "*"),
                     expires_at=float(g["expires_at"]),
                     approval_id=g.get("approval_id"),
+                    tables=tuple(str(t) for t in g.get("tables") or ()),
                 )
                 for g in doc.get("grants", [])
             )
@@ -481,9 +871,18 @@ class Policy:
             return None
         return self.agents_by_token_hash.get(hash_token(token))
 
-    def resolve_target(self, slug: str) -> Target | None:
-        """The target registered under ``slug`` (reverse mode), or ``None``."""
-        return self.targets_by_slug.get(slug)
+    def resolve_target(self, slug: str, kind: str | None = None) -> Target | None:
+        """The target registered under ``slug``, or ``None``.
+
+        ``kind`` (``"http"``, ``"postgres"``) limits the answer to targets of that kind:
+        the HTTP reverse listener asks for ``http`` (a PostgreSQL target's slug is an
+        unknown target there), the PostgreSQL listener for ``postgres`` (the database
+        name of the agent's connection is the slug).
+        """
+        target = self.targets_by_slug.get(slug)
+        if target is None or (kind is not None and target.kind != kind):
+            return None
+        return target
 
     def identify_subject(self, subject: str, claim_groups: tuple[str, ...] = ()) -> Agent | None:
         """The agent whose ``oidc_subject`` is ``subject`` (a validated JWT's), or ``None``.
@@ -563,6 +962,83 @@ class Policy:
             if grant.matches(request, now):
                 return grant
         return None
+
+    def evaluate_statement(
+        self, request: StatementRequest, now: float | None = None
+    ) -> AccessDecision:
+        """Apply the access rules in order to one SQL statement; the target's default
+        action when none matches (:meth:`AccessRule.matches_statement`).
+
+        An ``approve`` outcome carries the statement's fingerprint (``request.fingerprint``,
+        else :func:`statement_fingerprint`) and the first grant active at ``now`` (Unix
+        epoch seconds, default the current time) that covers the statement, if any.
+        Raises ``KeyError`` for a ``target_id`` the policy does not know.
+        """
+        target = self.targets_by_id[request.target_id]
+        decision = AccessDecision(
+            target.default_action,
+            None,
+            float(target.approval_timeout),
+            fingerprint=request.fingerprint,
+        )
+        for rule in self.access_rules:
+            if rule.matches_statement(request):
+                timeout = rule.approval_timeout or target.approval_timeout
+                decision = AccessDecision(
+                    rule.action, rule, float(timeout), fingerprint=request.fingerprint
+                )
+                break
+        if decision.action != "approve":
+            return decision
+        if not decision.fingerprint:
+            fp = statement_fingerprint(
+                agent_id=request.agent_id,
+                target_id=request.target_id,
+                sql=request.sql,
+                parameters=request.parameters,
+            )
+            decision = replace(decision, fingerprint=fp)
+        if self.grants:
+            grant = self.matching_statement_grant(request, time.time() if now is None else now)
+            if grant is not None:
+                decision = replace(decision, grant=grant)
+        return decision
+
+    def matching_statement_grant(self, request: StatementRequest, now: float) -> Grant | None:
+        """The first grant active at ``now`` that covers the statement, or ``None``."""
+        for grant in self.grants:
+            if grant.matches_statement(request, now):
+                return grant
+        return None
+
+
+def _postgres_upstream(t: dict[str, Any]) -> PostgresUpstream | None:
+    """The ``postgres`` block of a snapshot target (``None`` for HTTP targets).
+
+    Raises :class:`ContractError` for a PostgreSQL target without the block, an
+    unknown ``sslmode`` or a port out of range.
+    """
+    if (t.get("kind") or "http") != "postgres":
+        return None
+    pg = t.get("postgres")
+    if not isinstance(pg, dict):
+        raise ContractError(f"target {t.get('slug')}: a postgres target needs a postgres block")
+    port = int(pg.get("port") or 5432)
+    sslmode = str(pg.get("sslmode") or "prefer")
+    if sslmode not in SSLMODES:
+        raise ContractError(f"target {t.get('slug')}: unknown sslmode {sslmode!r}")
+    if not 0 < port < 65536:
+        raise ContractError(f"target {t.get('slug')}: port {port} out of range")
+    return PostgresUpstream(
+        host=str(pg["host"]),
+        port=port,
+        database=str(pg["database"]),
+        user=str(pg["user"]),
+        sslmode=sslmode,
+        ca_pem=pg.get("ca_pem") or None,
+        allow_plaintext=bool(pg.get("allow_plaintext")),
+        password=t.get("credential"),
+    )
 
 
 def upstream_origin(upstream: str) -> tuple[str, str, int, str] | None:

@@ -66,6 +66,19 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
+def _http_cell(rule: AccessRule, value: str) -> str:
+    """An HTTP condition of a rule, "—" for SQL rules (they never match HTTP requests)."""
+    return "—" if rule.sql_conditions else value
+
+
+def _sql_cell(rule: AccessRule) -> str:
+    """A rule's SQL conditions; "any" when it has none (it matches statements too), "—"
+    when it has HTTP conditions (it never matches a statement)."""
+    if rule.sql_conditions:
+        return rule.sql_summary
+    return "—" if rule.http_conditions else "any"
+
+
 RESOURCES: dict[str, Resource] = {
     r.slug: r
     for r in (
@@ -78,12 +91,14 @@ RESOURCES: dict[str, Resource] = {
             (
                 ("Slug", "slug"),
                 ("Name", "name"),
-                ("Upstream", "upstream_url"),
+                ("Kind", lambda t: t.get_kind_display()),
+                ("Upstream", "upstream_display"),
                 ("Default", "default_action"),
                 ("Credential", lambda t: "set" if t.has_credential else "none"),
                 ("Retention (days)", lambda t: t.retention_days or "forever"),
             ),
-            "Upstream APIs agents reach through the proxy, at /<slug>/ or by host.",
+            "Upstream APIs agents reach through the proxy, at /<slug>/ or by host, and "
+            "PostgreSQL databases they reach with a PostgreSQL client (database = slug).",
         ),
         Resource(
             "agents",
@@ -135,8 +150,9 @@ RESOURCES: dict[str, Resource] = {
                 ("#", "position"),
                 ("Name", "name"),
                 ("Target", lambda r: r.target.slug if r.target else "all"),
-                ("Methods", lambda r: ", ".join(r.methods) or "any"),
-                ("Path", "path_pattern"),
+                ("Methods", lambda r: _http_cell(r, ", ".join(r.methods) or "any")),
+                ("Path", lambda r: _http_cell(r, r.path_pattern)),
+                ("SQL", _sql_cell),
                 ("Action", "action"),
                 ("Active", lambda r: _yes(r.is_active)),
             ),

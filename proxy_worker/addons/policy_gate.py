@@ -246,7 +246,7 @@ class PolicyGate:
             except PathError as e:
                 answer_error(flow, 400, "bad_path", str(e), decision="denied")
                 return
-            target = policy.resolve_target(slug)
+            target = policy.resolve_target(slug, kind="http")  # not PostgreSQL targets
             if target is None:
                 answer_error(
                     flow, 404, "unknown_target", f"no target named {slug!r}", decision="denied"

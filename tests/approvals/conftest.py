@@ -7,6 +7,10 @@ import pytest
 
 from approvals.actions import do_create_approval_request
 from proxy_worker.contract import ApprovalRequestMessage
+from tests.audit.conftest import pg_target  # noqa: F401 - fixture
+
+#: The formatted, masked statement of :func:`make_sql_request` (as the worker sends it).
+SQL_BODY = "DELETE FROM public.orders\nWHERE customer_id = $1\n  AND note = '[EMAIL]'"
 
 
 @pytest.fixture
@@ -15,7 +19,8 @@ def make_request(policy):
 
     Keyword arguments: ``deadline_in`` (s), ``body``, ``required_approvals``, ``mode``,
     ``rule`` (an AccessRule, default the policy's approve rule), ``agent``, ``worker_id``,
-    ``requested_ago`` (s), ``url``, ``method``.
+    ``requested_ago`` (s), ``url``, ``method``, ``target``, ``protocol``, ``details``,
+    ``headers``.
     """
 
     def make(deadline_in: float = 60.0, **kw):
@@ -26,11 +31,11 @@ def make_request(policy):
             approval_id=str(uuid.uuid4()),
             worker_id=kw.pop("worker_id", "w1"),
             agent_id=agent.id,
-            target_id=policy.target.id,
+            target_id=kw.pop("target", policy.target).id,
             rule_id=rule.id if rule else None,
             method=kw.pop("method", "GET"),
             url=kw.pop("url", "http://127.0.0.1:9/export?sql=select+*"),
-            headers={"accept": "*/*"},
+            headers=kw.pop("headers", {"accept": "*/*"}),
             body=kw.pop("body", '{"q": "[EMAIL]"}'),
             body_truncated=False,
             requested_at=now,
@@ -39,6 +44,8 @@ def make_request(policy):
             mode=kw.pop("mode", "wait"),
             required_approvals=kw.pop("required_approvals", 1),
             retry_window=kw.pop("retry_window", 0.0),
+            protocol=kw.pop("protocol", "http"),
+            details=kw.pop("details", {}),
         )
         assert not kw, f"unknown arguments {kw}"
         req, created = do_create_approval_request(msg)
@@ -56,3 +63,30 @@ def payments_group(users):
     group = Group.objects.create(name="payments")
     users["approver"].groups.add(group)
     return group
+
+
+@pytest.fixture
+def make_sql_request(make_request, request, policy):
+    """A pending SQL statement held for approval (real action): a ``DELETE`` on
+    ``public.orders`` with one bound parameter, on the PostgreSQL target ``crm``.
+    ``details`` entries replace the defaults; other keywords go to ``make_request``."""
+
+    target = request.getfixturevalue("pg_target")
+
+    def make(details: dict | None = None, **kw):
+        base = {
+            "statement_kind": "DELETE",
+            "statement_kinds": ["DELETE", "SELECT"],
+            "tables": ["public.orders"],
+            "functions": ["lower"],
+            "parameters": ["42", None],
+            "sql_fingerprint": "ab" * 32,
+        }
+        kw.setdefault("method", "DELETE")
+        kw.setdefault("url", "postgresql://db.internal:5432/crm")
+        kw.setdefault("body", SQL_BODY)
+        kw.setdefault("target", target)
+        kw.setdefault("headers", {"database": "crm", "user": policy.agent.name, "tls": "TLSv1.3"})
+        return make_request(protocol="postgres", details={**base, **(details or {})}, **kw)
+
+    return make

@@ -53,3 +53,71 @@ def ingest(redis_client):
             pass
 
     return run
+
+
+def make_statement(policy, *, at: float | None = None, target=None, details=None, **kw):
+    """A PostgreSQL statement's exchange message (as the worker records it) of
+    ``policy``'s agent on ``target`` (default ``policy.target``): a ``SELECT`` that
+    returned three rows, two of them sampled. ``details`` entries replace the defaults;
+    ``kw`` overrides message fields."""
+    target = target or policy.target
+    base_details = {
+        "statement_kind": "SELECT",
+        "statement_kinds": ["SELECT"],
+        "tables": ["public.customers"],
+        "functions": [],
+        "parameters": [],
+        "columns": ["id", "email", "note"],
+        "rows": [["1", "[EMAIL]", None], ["2", "[EMAIL:3f9a1c2b]", "vip"]],
+        "rows_truncated": True,
+        "row_count": 3,
+        "command_tag": "SELECT 3",
+        "sqlstate": "",
+        "error": "",
+        "extended": False,
+        "statement_index": 0,
+        "portal_suspended": False,
+    }
+    base = dict(
+        method="SELECT",
+        url="postgresql://db.internal:5432/crm",
+        session_key="pg:5b0c6a3e-0000-4000-8000-000000000001",
+        request_headers={
+            "application_name": "psql",
+            "tls": "TLSv1.3",
+            "client_encoding": "UTF8",
+            "database": target.slug,
+            "user": policy.agent.name,
+        },
+        request_body="select id, email, note from public.customers",
+        response_headers={},
+        response_body=" id | email | note\n----+-------+------\n  1 | [EMAIL] |\n(3 rows)",
+        response_findings=[{"type": "EMAIL", "location": "row 1 column email", "count": 2}],
+        timings={"total": 4.25, "upstream": 3.5},
+        protocol="postgres",
+        details={**base_details, **(details or {})},
+    )
+    base.update(kw)
+    return make_exchange(policy, at=at, target_id=target.id, **base)
+
+
+@pytest.fixture
+def pg_target(db):
+    """A PostgreSQL target (``kind`` and the ``pg_*`` fields when the model has them)."""
+    from controlplane.models import Target
+
+    names = {f.name for f in Target._meta.get_fields()}
+    extra = {
+        k: v
+        for k, v in {
+            "kind": "postgres",
+            "pg_host": "db.internal",
+            "pg_database": "crm",
+            "pg_user": "gatehouse",
+        }.items()
+        if k in names
+    }
+    target = Target(name="CRM database", slug="crm", upstream_url="http://unused.invalid", **extra)
+    target.set_credential("pg-upstream-password")
+    target.save()
+    return target

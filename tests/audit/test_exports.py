@@ -262,3 +262,120 @@ def test_export_files_expire_after_the_ttl(client, users, recorded, export_dir, 
     settings.GATEHOUSE_EXPORT_TTL_HOURS = 0  # 0 keeps files forever
     AuditJob.objects.filter(pk=fresh.pk).update(finished_at=timezone.now() - timedelta(days=9))
     assert expire_exports() == 0 and fresh_file.is_file()
+
+
+# --- PostgreSQL statements ----------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed(policy, ingest):
+    """A session of two HTTP exchanges and, in another session, three SQL statements."""
+    from tests.audit.conftest import make_statement
+
+    t0 = time.time() - 60
+    http = [make_exchange(policy, at=t0 + i, session_key="mixed") for i in range(2)]
+    sql = [
+        make_statement(policy, at=t0 + 3),
+        make_statement(
+            policy,
+            at=t0 + 4,
+            method="DELETE",
+            request_body="=cmd|' /C calc'!A0; delete from public.orders",
+            details={"statement_kind": "DELETE", "command_tag": "DELETE 2", "columns": []},
+        ),
+        make_statement(policy, at=t0 + 5, details={"error": "boom", "sqlstate": "XX000"}),
+    ]
+    ingest(*http, *sql)
+    anchor()
+    return http, sql
+
+
+def test_jsonl_carries_protocol_and_details_and_verifies(client, users, mixed):
+    http, sql = mixed
+    client.force_login(users["auditor"])
+    job = _export(client, "jsonl", protocol="")
+    lines = _download(client, job).decode().splitlines()
+    header, *items, footer = (json.loads(line) for line in lines)
+    assert footer["count"] == 5
+    by_id = {i["exchange"]["id"]: i for i in items}
+    pg = by_id[sql[0].exchange_id]
+    assert pg["exchange"]["protocol"] == "postgres" and pg["facts"]["protocol"] == "postgres"
+    assert pg["exchange"]["details"] == sql[0].details
+    assert pg["exchange"]["details"]["rows"][1] == ["2", "[EMAIL:3f9a1c2b]", "vip"]
+    plain = by_id[http[0].exchange_id]["exchange"]
+    assert (plain["protocol"], plain["details"]) == ("http", {})
+    assert verify_evidence(lines) == []
+    # A forged sampled row of a statement is detected offline...
+    n = next(k for k, line in enumerate(lines) if sql[0].exchange_id in line)
+    forged = json.loads(lines[n])
+    forged["exchange"]["details"]["rows"][0][1] = "ana@example.com"
+    bad = [*lines[:n], json.dumps(forged), *lines[n + 1 :]]
+    assert verify_evidence(bad) == [f"line {n + 1}: exchange differs from its recorded digest"]
+    # ...and so is an HTTP exchange relabelled, or an old-style line without the keys verifies.
+    m = next(k for k, line in enumerate(lines) if http[0].exchange_id in line)
+    relabelled = json.loads(lines[m])
+    relabelled["exchange"]["protocol"] = "postgres"
+    assert verify_evidence([*lines[:m], json.dumps(relabelled), *lines[m + 1 :]])
+    legacy = json.loads(lines[m])
+    del legacy["exchange"]["protocol"], legacy["exchange"]["details"]
+    assert verify_evidence([*lines[:m], json.dumps(legacy), *lines[m + 1 :]]) == []
+
+
+def test_csv_has_a_protocol_column_and_the_statement_kind_as_method(client, users, mixed):
+    http, sql = mixed
+    client.force_login(users["auditor"])
+    job = _export(client, "csv", protocol="postgres")
+    text = _download(client, job).decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert text.splitlines()[0].endswith(",chain_hash,protocol")
+    assert [(r["protocol"], r["method"]) for r in rows] == [
+        ("postgres", "SELECT"),
+        ("postgres", "DELETE"),
+        ("postgres", "SELECT"),
+    ]
+    assert rows[0]["url"] == "postgresql://db.internal:5432/crm"
+    job = _export(client, "csv", protocol="http")
+    rows = list(csv.DictReader(io.StringIO(_download(client, job).decode())))
+    assert {r["protocol"] for r in rows} == {"http"} and len(rows) == 2
+
+
+def test_har_leaves_statements_out_and_counts_them(client, users, mixed, tmp_path):
+    client.force_login(users["auditor"])
+    job = _export(client, "har", protocol="")
+    body = _download(client, job)
+    log = json.loads(body)["log"]
+    assert job.result["count"] == 2 and len(log["entries"]) == 2
+    assert {e["request"]["method"] for e in log["entries"]} == {"GET"}
+    assert log["comment"] == (
+        f"Gatehouse evidence export {job.pk}; 3 PostgreSQL statements not representable "
+        "in HAR; export JSON Lines for every exchange"
+    )
+    assert len(log["pages"]) == 1  # the statements' session has no page
+    from mitmproxy.io import FlowReader
+
+    path = tmp_path / "mixed.har"
+    path.write_bytes(body)
+    with open(path, "rb") as f:
+        assert [fl.request.method for fl in FlowReader(f).stream()] == ["GET", "GET"]
+
+
+def test_har_of_statements_only_is_empty_but_valid(client, users, mixed, tmp_path):
+    client.force_login(users["auditor"])
+    job = _export(client, "har", protocol="postgres")
+    body = _download(client, job)
+    log = json.loads(body)["log"]
+    assert log["entries"] == [] and log["pages"] == []
+    assert "3 PostgreSQL statements not representable in HAR" in log["comment"]
+    from mitmproxy.io import FlowReader
+
+    path = tmp_path / "sql.har"
+    path.write_bytes(body)
+    with open(path, "rb") as f:
+        assert list(FlowReader(f).stream()) == []
+
+
+def test_har_comment_is_the_title_without_statements():
+    from audit.exports import har_comment
+
+    assert har_comment("t", 0) == "t"
+    assert har_comment("t", 1).startswith("t; 1 PostgreSQL statement not")

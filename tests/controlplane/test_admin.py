@@ -83,3 +83,30 @@ def test_it_issues_a_token_shown_once_and_stored_hashed(admin_client, users):
     assert row.token_hash == hash_token(token) and token not in str(row.__dict__)
     page = admin_client.get(reverse("admin:controlplane_agent_change", args=[agent.pk]))
     assert token not in page.content.decode()
+
+
+def test_it_creates_a_postgres_target_and_shows_the_sql_rule_form(admin_client):
+    r = admin_client.post(
+        reverse("admin:controlplane_target_add"),
+        {
+            "name": "Orders",
+            "slug": "orders",
+            "kind": "postgres",
+            "pg_host": "db.internal",
+            "pg_port": "5432",
+            "pg_database": "orders",
+            "pg_user": "app",
+            "pg_sslmode": "verify-full",
+            "credential": "db-s3cr3t",
+            "default_action": "allow",
+            "approval_timeout": "120",
+            "binary_bodies": "refuse",
+        },
+    )
+    assert r.status_code == 302, r.content
+    target = Target.objects.get(slug="orders")
+    assert target.kind == "postgres" and target.has_credential
+    listing = admin_client.get(reverse("admin:controlplane_target_changelist")).content.decode()
+    assert "postgresql://app@db.internal:5432/orders" in listing and "db-s3cr3t" not in listing
+    page = admin_client.get(reverse("admin:controlplane_accessrule_add")).content.decode()
+    assert 'name="statement_kinds"' in page and 'data-kind="postgres"' in page

@@ -178,3 +178,197 @@ def test_commands_dry_run_then_apply(policy, tmp_path):
     with pytest.raises(CommandError):
         call_command("policy_import", str(path), stderr=err)
     assert "line 3" in err.getvalue()
+
+
+# -- PostgreSQL targets and SQL rules -----------------------------------------------------
+
+
+def _ca_pem() -> str:
+    from tests.controlplane.test_models import ca_pem
+
+    return ca_pem()
+
+
+@pytest.fixture
+def pg_policy(policy):
+    pg = Target(
+        name="Orders",
+        slug="orders",
+        kind="postgres",
+        pg_host="db.internal",
+        pg_database="orders",
+        pg_user="app",
+        pg_sslmode="verify-full",
+        pg_ca_pem=_ca_pem(),
+    )
+    pg.set_credential("db-password")
+    pg.save()
+    AccessRule.objects.create(
+        name="no unfiltered writes",
+        position=30,
+        target=pg,
+        statement_kinds=["DELETE", "UPDATE"],
+        tables=["public.*"],
+        without_where=True,
+        parameter_pattern="@example\\.com",
+        action="deny",
+    )
+    return pg
+
+
+def test_postgres_targets_and_sql_rules_export_and_round_trip(pg_policy):
+    text = export_yaml()
+    assert "db-password" not in text
+    assert "ca_pem: |" in text  # the PEM bundle as a literal block
+    doc = yaml.safe_load(text)
+    targets = {t["slug"]: t for t in doc["targets"]}
+    assert targets["customers"]["kind"] == "http" and "postgres" not in targets["customers"]
+    assert targets["orders"]["kind"] == "postgres"
+    assert targets["orders"]["postgres"] == {
+        "host": "db.internal",
+        "port": 5432,
+        "database": "orders",
+        "user": "app",
+        "sslmode": "verify-full",
+        "ca_pem": pg_policy.pg_ca_pem,
+        "allow_plaintext": False,
+    }
+    rule = next(r for r in doc["access_rules"] if r["name"] == "no unfiltered writes")
+    assert {k: rule[k] for k in ("statement_kinds", "tables", "without_where")} == {
+        "statement_kinds": ["DELETE", "UPDATE"],
+        "tables": ["public.*"],
+        "without_where": True,
+    }
+    assert rule["parameter_pattern"] == "@example\\.com" and rule["without_limit"] is False
+    plan = plan_import(text)
+    assert plan.ok, plan.issues
+    assert plan.diff() == "No changes."
+
+
+def test_import_creates_a_postgres_target_and_its_rules_at_once(policy):
+    text = textwrap.dedent(
+        """\
+        version: 1
+        targets:
+          - slug: warehouse
+            name: Warehouse
+            kind: postgres
+            postgres:
+              host: wh.internal
+              database: dwh
+              user: reader
+              sslmode: require
+        access_rules:
+          - name: approve big reads
+            target: warehouse
+            statement_kinds: [select]
+            without_limit: true
+            action: approve
+          - name: no catalog functions
+            target: warehouse
+            functions: [pg_read_file, "dblink*"]
+            action: deny
+        """
+    )
+    plan = plan_import(text)
+    assert plan.ok, plan.issues
+    create = next(c for c in plan.changes if c.key == "warehouse")
+    assert create.op == "create" and create.fields["postgres"][1]["host"] == "wh.internal"
+    plan.apply()
+    t = Target.objects.get(slug="warehouse")
+    assert (t.kind, t.pg_host, t.pg_port, t.pg_sslmode) == (
+        "postgres",
+        "wh.internal",
+        5432,
+        "require",
+    )
+    assert not t.has_credential  # the password is set in the console, never in the file
+    rule = AccessRule.objects.get(name="approve big reads")
+    assert rule.target == t and rule.statement_kinds == ["SELECT"] and rule.without_limit
+    assert AccessRule.objects.get(name="no catalog functions").functions == [
+        "pg_read_file",
+        "dblink*",
+    ]
+    # Changing one field of the block is shown field by field.
+    doc = yaml.safe_load(export_yaml())
+    next(x for x in doc["targets"] if x["slug"] == "warehouse")["postgres"]["port"] = 6432
+    plan = plan_import(yaml.safe_dump(doc))
+    assert plan.ok, plan.issues
+    (change,) = [c for c in plan.changes if c.op == "update"]
+    assert change.fields == {"postgres.port": (5432, 6432)}
+    assert "postgres.port: 5432 -> 6432" in plan.diff()
+
+
+def test_sql_errors_carry_line_and_field(policy):
+    text = textwrap.dedent(
+        """\
+        version: 1
+        targets:
+          - slug: warehouse
+            name: Warehouse
+            kind: postgres
+            postgres:
+              host: wh.internal
+              database: dwh
+              password: hunter2
+          - slug: web
+            name: Web
+            upstream_url: https://web.example
+            postgres: {host: x}
+          - slug: broken
+            name: Broken
+            kind: postgres
+            postgres:
+              host: db
+              database: d
+              user: u
+              ca_pem: not a certificate
+              sslmode: verify-ca
+        access_rules:
+          - name: kinds
+            target: warehouse
+            statement_kinds: [SELECT, EXPLODE]
+            action: deny
+          - name: regex
+            target: warehouse
+            parameter_pattern: "(unclosed"
+            action: deny
+          - name: mixed
+            methods: [GET]
+            tables: [public.*]
+            action: deny
+          - name: http condition on a database
+            target: warehouse
+            path_pattern: /x/*
+            action: deny
+          - name: sql condition on an api
+            target: customers
+            without_limit: true
+            action: deny
+        """
+    )
+    plan = plan_import(text)
+    assert not plan.ok
+    found = {(i.line, i.where): i.message for i in plan.issues}
+    assert "never imported" in found[(9, "targets[0].postgres.password")]
+    assert "needs a user" in found[(6, "targets[0].postgres.user")]
+    assert "only for kind: postgres" in found[(13, "targets[1].postgres")]
+    assert "not a PEM certificate bundle" in found[(21, "targets[2].postgres.ca_pem")]
+    assert "EXPLODE" in found[(26, "access_rules[0].statement_kinds")]
+    assert "regular expression" in found[(30, "access_rules[1].parameter_pattern")]
+    assert "cannot be combined" in found[(34, "access_rules[2].tables")]
+    assert "PostgreSQL database" in found[(38, "access_rules[3].path_pattern")]
+    assert "HTTP API" in found[(42, "access_rules[4].without_limit")]
+    assert not Target.objects.filter(slug="warehouse").exists()
+
+
+def test_rules_are_checked_against_the_kind_the_document_gives_their_target(policy):
+    doc = yaml.safe_load(export_yaml())
+    (target,) = doc["targets"]
+    target["kind"] = "postgres"
+    target["upstream_url"] = ""
+    target["postgres"] = {"host": "db", "database": "d", "user": "u"}
+    plan = plan_import(yaml.safe_dump(doc))
+    wheres = {i.where for i in plan.issues}
+    # The existing rules have HTTP conditions: on a database they would never match.
+    assert wheres == {"access_rules[0].query_pattern", "access_rules[1].path_pattern"}

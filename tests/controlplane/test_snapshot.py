@@ -86,3 +86,117 @@ def test_it_publishes_after_each_committed_change(users, redis_client):
     t.delete()
     doc = json.loads(redis_client.get(k.policy_snapshot))
     assert {x["slug"] for x in doc["targets"]} == {"b"}
+
+
+def test_postgres_targets_and_sql_rules_are_compiled(policy):
+    from controlplane.models import AccessRule
+    from proxy_worker.policy import SqlFacts, StatementRequest
+
+    pg = Target(
+        name="Orders",
+        slug="orders",
+        kind="postgres",
+        pg_host="db.internal",
+        pg_port=6543,
+        pg_database="orders",
+        pg_user="app",
+        pg_sslmode="verify-full",
+        pg_ca_pem="",
+        pg_allow_plaintext=True,
+    )
+    pg.set_credential("db-password")
+    pg.save()
+    AccessRule.objects.create(
+        name="no unfiltered deletes",
+        position=5,
+        target=pg,
+        statement_kinds=["DELETE", "TRUNCATE"],
+        tables=["public.*"],
+        functions=["pg_sleep"],
+        without_where=True,
+        without_limit=False,
+        parameter_pattern="@example\\.com",
+        action="deny",
+    )
+    doc = compile_snapshot(9)
+    by_slug = {t["slug"]: t for t in doc["targets"]}
+    entry = by_slug["orders"]
+    assert set(entry) == {
+        "id",
+        "slug",
+        "kind",
+        "upstream",
+        "auth_header",
+        "auth_scheme",
+        "credential",
+        "default_action",
+        "approval_timeout",
+        "binary_bodies",
+        "postgres",
+    }
+    assert entry["kind"] == "postgres"
+    assert entry["upstream"] == "postgresql://app@db.internal:6543/orders"
+    assert entry["postgres"] == {
+        "host": "db.internal",
+        "port": 6543,
+        "database": "orders",
+        "user": "app",
+        "sslmode": "verify-full",
+        "ca_pem": None,
+        "allow_plaintext": True,
+    }
+    assert "db-password" not in json.dumps(doc)
+    http = by_slug["customers"]
+    assert http["kind"] == "http" and "postgres" not in http
+    assert http["upstream"] == "http://127.0.0.1:9"
+    rules = {r["name"]: r for r in doc["access_rules"]}
+    sql = rules["no unfiltered deletes"]
+    assert {k: sql[k] for k in SQL_KEYS} == {
+        "statement_kinds": ["DELETE", "TRUNCATE"],
+        "tables": ["public.*"],
+        "functions": ["pg_sleep"],
+        "without_where": True,
+        "without_limit": False,
+        "parameter_pattern": "@example\\.com",
+    }
+    assert {k: rules["bulk"][k] for k in SQL_KEYS} == {
+        "statement_kinds": [],
+        "tables": [],
+        "functions": [],
+        "without_where": False,
+        "without_limit": False,
+        "parameter_pattern": None,
+    }
+    # The worker reads it (the link decrypts credentials first).
+    worker = Fernet(settings.GATEHOUSE_WORKER_KEY)
+    for t in doc["targets"]:
+        t["credential"] = worker.decrypt(t["credential"].encode()).decode()
+    p = Policy.from_document(doc)
+    target = p.resolve_target("orders", kind="postgres")
+    assert target.postgres.password == "db-password" and target.postgres.port == 6543
+    assert p.resolve_target("orders", kind="http") is None
+    facts = SqlFacts(
+        kind="DELETE",
+        kinds=frozenset({"DELETE"}),
+        relations=frozenset({"public.orders"}),
+        functions=frozenset({"pg_sleep"}),
+        unfiltered_write=True,
+    )
+    request = StatementRequest(
+        agent_id=policy.agent.id,
+        target_id=target.id,
+        facts=facts,
+        sql="DELETE FROM orders WHERE pg_sleep(1) IS NULL AND email = $1",
+        parameters=("ann@example.com",),
+    )
+    assert p.evaluate_statement(request).rule.name == "no unfiltered deletes"
+
+
+SQL_KEYS = (
+    "statement_kinds",
+    "tables",
+    "functions",
+    "without_where",
+    "without_limit",
+    "parameter_pattern",
+)

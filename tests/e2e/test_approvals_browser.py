@@ -95,7 +95,8 @@ def _signed_in_queue(browser, sign_in, stack, username):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     sign_in(page, username)
     page.goto(f"{stack.web_url}/approvals/")
-    page.wait_for_function("document.querySelector('#queue') !== null")
+    # No wait_for_function: the page's CSP forbids the eval it needs.
+    page.wait_for_selector("#queue", state="attached")
     page.wait_for_timeout(500)  # the socket has sent the current queue
     return context, page, errors
 

@@ -16,7 +16,8 @@ def test_an_approver_approves_a_held_request_live(stack, agent_http, browser, si
     sign_in(page, "approver")
     page.goto(f"{stack.web_url}/approvals/")
     # The socket is open once the server sent the current queue.
-    page.wait_for_function("document.querySelector('#queue') !== null")
+    # No wait_for_function: the page's CSP forbids the eval it needs.
+    page.wait_for_selector("#queue", state="attached")
     page.wait_for_timeout(500)
     seen_before = page.locator("article[data-status=pending]").count()
 

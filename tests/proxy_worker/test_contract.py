@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -119,3 +120,79 @@ def test_it_names_keys_under_the_prefix():
         "p:decisions",
         "p:decision:x",
     ]
+
+
+def _exchange(**kw):
+    base = dict(
+        exchange_id="e",
+        worker_id="w",
+        started_at=1.0,
+        agent_id=1,
+        target_id=2,
+        session_key="pg:c0ffee",
+        client_address="127.0.0.1",
+        method="SELECT",
+        url="postgresql://db:5432/crm",
+        request_headers={"database": "crm", "user": "bot"},
+        request_body="select 1",
+        status_code=200,
+        response_headers={},
+        response_body=" ?column?\n----------\n        1\n(1 row)",
+        decision="allowed",
+    )
+    return ExchangeMessage(**{**base, **kw})
+
+
+PG_DETAILS = {
+    "statement_kind": "SELECT",
+    "statement_kinds": ["SELECT"],
+    "tables": [],
+    "functions": [],
+    "parameters": [None, "[EMAIL]"],
+    "columns": ["?column?"],
+    "rows": [["1"]],
+    "rows_truncated": False,
+    "row_count": 1,
+    "command_tag": "SELECT 1",
+    "sqlstate": "",
+    "error": "",
+    "extended": True,
+    "statement_index": 0,
+    "portal_suspended": False,
+    "copy": {"direction": "out", "format": "csv", "rows": 1},
+}
+
+
+def test_it_round_trips_a_postgres_exchange_and_approval():
+    msg = _exchange(protocol="postgres", details=PG_DETAILS)
+    again = ExchangeMessage.from_json(msg.to_json())
+    assert again == msg and again.details["parameters"] == [None, "[EMAIL]"]
+    # The hot path's serialisation is exactly asdict's, the new fields included.
+    assert json.loads(msg.to_json()) == asdict(msg)
+    approval = _approval(protocol="postgres", details={"statement_kind": "DELETE", "tables": []})
+    assert ApprovalRequestMessage.from_json(approval.to_json()) == approval
+
+
+def test_messages_without_the_new_fields_read_as_http():
+    for msg, cls in ((_exchange(), ExchangeMessage), (_approval(), ApprovalRequestMessage)):
+        data = json.loads(msg.to_json())
+        assert (data["protocol"], data["details"]) == ("http", {})
+        del data["protocol"], data["details"]
+        old = cls.from_json(json.dumps(data))
+        assert (old.protocol, old.details) == ("http", {}) and old.v == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"details": []}, "details must be a JSON object"),
+        ({"details": "x"}, "details must be a JSON object"),
+        ({"protocol": ""}, "protocol must be a non-empty string"),
+        ({"protocol": 7}, "protocol must be a non-empty string"),
+    ],
+)
+def test_it_refuses_malformed_protocol_fields(change, match):
+    for msg, cls in ((_exchange(), ExchangeMessage), (_approval(), ApprovalRequestMessage)):
+        data = {**json.loads(msg.to_json()), **change}
+        with pytest.raises(ContractError, match=match):
+            cls.from_json(json.dumps(data))

@@ -43,6 +43,21 @@ class Command(BaseCommand):
         )
         parser.add_argument("--llm-key", default=os.environ.get("DEMO_LLM_API_KEY", ""))
         parser.add_argument(
+            "--pg-host",
+            default=os.environ.get("GATEHOUSE_DB_HOST", "127.0.0.1"),
+            help="Host of the demo's PostgreSQL customers database (target customers-db)",
+        )
+        parser.add_argument(
+            "--pg-port", type=int, default=int(os.environ.get("GATEHOUSE_DB_PORT", "5432"))
+        )
+        parser.add_argument(
+            "--pg-database", default=os.environ.get("DEMO_PG_DATABASE", "gatehouse_demo_customers")
+        )
+        parser.add_argument(
+            "--pg-user", default=os.environ.get("DEMO_PG_USER", "gatehouse_demo_reader")
+        )
+        parser.add_argument("--pg-password", default=os.environ.get("DEMO_PG_PASSWORD", ""))
+        parser.add_argument(
             "--approval-timeout",
             type=int,
             default=int(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
@@ -62,6 +77,11 @@ class Command(BaseCommand):
         datasette_token: str,
         llm_url: str,
         llm_key: str,
+        pg_host: str,
+        pg_port: int,
+        pg_database: str,
+        pg_user: str,
+        pg_password: str,
         approval_timeout: int,
         token_file: Path | None,
         **options,
@@ -109,6 +129,27 @@ class Command(BaseCommand):
                 llm.set_credential(llm_key)
                 llm.save()
 
+            customers_db, _ = Target.objects.update_or_create(
+                slug="customers-db",
+                defaults={
+                    "name": "Customer database (PostgreSQL)",
+                    "kind": "postgres",
+                    "upstream_url": "",
+                    "auth_header": "",
+                    "auth_scheme": "",
+                    "pg_host": pg_host,
+                    "pg_port": pg_port,
+                    "pg_database": pg_database,
+                    "pg_user": pg_user,
+                    "pg_sslmode": "prefer",
+                    "approval_timeout": approval_timeout,
+                    "default_action": "allow",
+                },
+            )
+            if pg_password:
+                customers_db.set_credential(pg_password)
+                customers_db.save()
+
             agent, _ = Agent.objects.update_or_create(
                 name="demo-agent",
                 defaults={
@@ -126,6 +167,15 @@ class Command(BaseCommand):
                 },
             )
             rule.targets.clear()
+            names, _ = MaskingRule.objects.update_or_create(
+                name="Customer names and addresses",
+                defaults={
+                    "field_names": ["name", "address"],
+                    "strategy": "redact",
+                    "direction": "response",
+                },
+            )
+            names.targets.set([customers_db])
 
             AccessRule.objects.update_or_create(
                 name="No schema discovery",
@@ -157,6 +207,31 @@ class Command(BaseCommand):
                     "action": "approve",
                     "approval_timeout": approval_timeout,
                     "reason": "A SQL query without LIMIT exports the whole customer table.",
+                },
+            )
+
+            AccessRule.objects.update_or_create(
+                name="No unfiltered writes",
+                defaults={
+                    "position": 40,
+                    "target": customers_db,
+                    "statement_kinds": ["UPDATE", "DELETE"],
+                    "without_where": True,
+                    "action": "deny",
+                    "reason": "UPDATE and DELETE without WHERE touch every row.",
+                },
+            )
+            AccessRule.objects.update_or_create(
+                name="Bulk customer reads need approval",
+                defaults={
+                    "position": 50,
+                    "target": customers_db,
+                    "statement_kinds": ["SELECT"],
+                    "tables": ["customers", "customer_contacts"],
+                    "without_limit": True,
+                    "action": "approve",
+                    "approval_timeout": approval_timeout,
+                    "reason": "A SELECT without LIMIT reads the whole customer table.",
                 },
             )
 

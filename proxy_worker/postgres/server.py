@@ -1,0 +1,154 @@
+"""The worker's PostgreSQL listener (``GATEHOUSE_PG_PORT``), beside its HTTP listeners.
+
+It runs in the worker's own asyncio event loop (the one mitmproxy runs in), shares the
+policy snapshot, approvals, Redis link and recorder with the HTTP path through the
+:class:`~proxy_worker.link.ControlPlaneLink`, and serves every agent connection with a
+:class:`~proxy_worker.postgres.relay.Relay`.
+
+Cancel keys: each agent connection gets a ``BackendKeyData`` of Gatehouse's own (random
+process id and secret); a ``CancelRequest`` presenting them is mapped to the upstream's
+key and sent to the upstream server (PostgreSQL docs, "Canceling Requests in
+Progress"), or ends an approval wait. Keys are compared in constant time; an unknown key
+is ignored, as PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import ssl
+from typing import Any
+
+from proxy_worker.identity import Authenticator
+from proxy_worker.link import ControlPlaneLink
+from proxy_worker.policy import Target
+from proxy_worker.postgres import protocol as pq
+from proxy_worker.postgres.catalog import Catalog, catalog_key
+
+log = logging.getLogger("gatehouse.postgres")
+
+
+class PostgresListener:
+    """Accepts agent connections and keeps what they share (cancel keys, catalogs).
+
+    Args:
+        link: the worker's control-plane link.
+        authenticator: the worker's :class:`~proxy_worker.identity.Authenticator` (shared
+            with the HTTP listeners so the bad-credential limiter sees every failure).
+        host, port: where to listen.
+        tls_context: the server TLS context (``None``: ``SSLRequest`` is answered ``N``
+            and only targets allowing plaintext can be used).
+        max_message: largest frontend or backend message relayed (bytes).
+    """
+
+    def __init__(
+        self,
+        link: ControlPlaneLink,
+        authenticator: Authenticator,
+        *,
+        host: str,
+        port: int,
+        tls_context: ssl.SSLContext | None,
+        max_message: int = pq.DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        self.link = link
+        self.authenticator = authenticator
+        self.host = host
+        self.port = port
+        self.tls_context = tls_context
+        self.max_message = max_message
+        self._server: asyncio.base_events.Server | None = None
+        self._relays: set[Any] = set()
+        self._keys: dict[int, tuple[bytes, Any]] = {}
+        self._catalogs: dict[tuple[Any, ...], Catalog] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start listening (raises ``OSError`` when the port is taken)."""
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, limit=256 * 1024, reuse_address=True
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, tell every agent the worker is shutting down, close everything."""
+        if self._server is not None:
+            self._server.close()
+        for relay in list(self._relays):
+            with contextlib.suppress(Exception):
+                await relay._fatal("57P01", "terminating connection: the gateway is shutting down")
+            with contextlib.suppress(Exception):
+                relay.writer.close()
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for c in list(self._catalogs.values()):
+            with contextlib.suppress(Exception):
+                await c.close()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._relays)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from proxy_worker.postgres.relay import Relay
+
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        relay = Relay(self, reader, writer)
+        self._relays.add(relay)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await relay.run()
+        finally:
+            self._relays.discard(relay)
+            if task is not None:
+                self._tasks.discard(task)
+
+    # ------------------------------------------------------------------ cancel keys
+
+    def register(self, relay: Any) -> tuple[int, bytes]:
+        """A fresh (process id, secret) for ``relay``'s ``BackendKeyData``."""
+        while True:
+            pid = secrets.randbelow(2**31 - 2) + 1
+            if pid not in self._keys:
+                break
+        secret = secrets.token_bytes(4)
+        self._keys[pid] = (secret, relay)
+        return pid, secret
+
+    def unregister(self, relay: Any) -> None:
+        key = getattr(relay, "backend_key", None)
+        if key is not None:
+            entry = self._keys.get(key[0])
+            if entry is not None and entry[1] is relay:
+                del self._keys[key[0]]
+
+    async def cancel(self, pid: int, secret: bytes) -> None:
+        """Handle a ``CancelRequest``: cancel what that connection runs (or waits for)."""
+        entry = self._keys.get(pid)
+        if entry is None or not hmac.compare_digest(entry[0], secret):
+            log.info("cancel request with an unknown key ignored")
+            return
+        await entry[1].cancel()
+
+    # ------------------------------------------------------------------ catalogs
+
+    def catalog(self, target: Target) -> Catalog:
+        """The catalog connection of ``target`` (one per upstream configuration)."""
+        assert target.postgres is not None
+        key = catalog_key(target.postgres)
+        c = self._catalogs.get(key)
+        if c is None:
+            c = self._catalogs[key] = Catalog(target.postgres, max_message=self.max_message)
+        return c
