@@ -52,10 +52,18 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         "GATEHOUSE_MASKING_KEY": secrets.token_urlsafe(32),
         "GATEHOUSE_SITE_URL": f"http://127.0.0.1:{ports.web}",
         "GATEHOUSE_SPOOL_DIR": str(tmp / "spool"),
+        "GATEHOUSE_CA_DIR": str(tmp / "ca"),
         "DEMO_DATASETTE_TOKEN": datasette_token,
         "DEMO_LLM_API_KEY": llm_key,
     }
     token_file = tmp / "agent-token"
+    # The PostgreSQL target's database: the demo's customers, in a database of its own.
+    from demo.customers_pg import build_customers_pg
+
+    pg_database = f"gh_e2e_{secrets.token_hex(5)}"
+    pg_role = f"gh_e2e_reader_{secrets.token_hex(3)}"
+    pg_password = "pg-" + secrets.token_urlsafe(12)
+    build_customers_pg(database=pg_database, role=pg_role, password=pg_password, rows=50)
     with django_db_blocker.unblock():
         call_command(
             "seed_demo",
@@ -66,6 +74,9 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
             llm_key=llm_key,
             approval_timeout=20,
             token_file=token_file,
+            pg_database=pg_database,
+            pg_user=pg_role,
+            pg_password=pg_password,
         )
         from controlplane.models import AccessRule, Target
 
@@ -109,6 +120,9 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         datasette_token=datasette_token,
         llm_key=llm_key,
         pii_rows=rows,
+        pg_port=ports.pg,
+        pg_database=pg_database,
+        ca_file=tmp / "ca" / "mitmproxy-ca-cert.pem",
     )
     try:
         yield ns
@@ -118,6 +132,18 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
             call_command("flush", "--no-input", verbosity=0)
         for key in r.scan_iter(f"{settings.REDIS_PREFIX}:*"):
             r.delete(key)
+        _drop_pg(pg_database, pg_role)
+
+
+def _drop_pg(database: str, role: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from demo.customers_pg import server_params
+
+    with psycopg.connect(dbname="postgres", autocommit=True, **server_params()) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture
