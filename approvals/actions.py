@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Decision, Grant
 from audit.chain import storable
+from audit.models import METHOD_MAX_LENGTH
 from controlplane.models import AccessRule, Agent, Target
 from controlplane.redis import client, keys
 from controlplane.snapshot import schedule_publish
@@ -105,7 +106,7 @@ def do_create_approval_request(msg: ApprovalRequestMessage) -> tuple[ApprovalReq
                 "worker_id": msg.worker_id,
                 "protocol": (msg.protocol or "http")[:16],
                 "details": storable(msg.details) if msg.details else {},
-                "method": msg.method[:16],
+                "method": msg.method[:METHOD_MAX_LENGTH],
                 "url": msg.url,
                 "headers": msg.headers,
                 "body": msg.body,
@@ -196,6 +197,8 @@ def _issue_grant(req: ApprovalRequest, approvals: list[Decision], acting_user) -
     pattern ``*``) and the table globs the approvers gave when they agree, else the
     statement's own tables (glob-escaped); a statement that touches no table gets no
     grant unless the approvers agreed on globs (an empty list would mean any table).
+    For an MCP call it covers the call's JSON-RPC method and the tool-name glob the
+    approvers gave when they agree, else the call's own tool (glob-escaped).
     Publishing the snapshot is scheduled by the ``post_save`` signal, after the commit.
     """
     if not approvals or any(not d.grant_minutes for d in approvals):
@@ -220,12 +223,17 @@ def _issue_grant(req: ApprovalRequest, approvals: list[Decision], acting_user) -
             created_by=acting_user,
             expires_at=expires_at,
         )
-    patterns = {d.grant_path_pattern or req.exact_path_pattern for d in approvals}
-    pattern = patterns.pop() if len(patterns) == 1 else req.exact_path_pattern
+    exact = req.exact_tool_pattern if req.is_mcp else req.exact_path_pattern
+    patterns = {d.grant_path_pattern or exact for d in approvals}
+    pattern = patterns.pop() if len(patterns) == 1 else exact
+    if not pattern:
+        log.warning("no grant for %s: the call names no tool to scope it to", req.id)
+        return None
     return Grant.objects.create(
         agent_id=req.agent_id,
         target_id=req.target_id,
-        method=req.method.upper(),
+        # JSON-RPC methods are case-sensitive; HTTP methods are compared upper-case.
+        method=req.mcp_method[:METHOD_MAX_LENGTH] if req.is_mcp else req.method.upper(),
         path_pattern=pattern,
         approval_request=req,
         created_by=acting_user,

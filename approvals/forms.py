@@ -34,6 +34,10 @@ _TABLE_PART = r"[^\s.,\x00-\x1f\x7f]{1,100}"
 TABLE_GLOB = re.compile(rf"{_TABLE_PART}(?:\.{_TABLE_PART})?")
 
 
+#: A grant's tool name (resource URI, prompt name) glob, as access rules' ``tool_names``.
+TOOL_GLOB = re.compile(r"[^\s,\x00-\x1f\x7f]{1,300}")
+
+
 def parse_table_globs(text: str) -> list[str]:
     """Table globs from an approver's input (separated by commas or white space),
     lower-cased (workers compare names in lower case) and deduplicated in order.
@@ -63,7 +67,9 @@ class DecideForm(forms.Form):
     ``grant_path_pattern`` (a glob starting with ``/``; empty = exactly this request's
     path); for SQL statements (``req`` given and ``req.is_sql``), the statement's kind
     on relations matching ``grant_tables`` (globs separated by commas or spaces; empty =
-    exactly the statement's tables; ``*`` = any table). ``cleaned_data["grant_tables"]``
+    exactly the statement's tables; ``*`` = any table); for MCP calls (``req.is_mcp``),
+    calls of the same JSON-RPC method whose tool name matches ``grant_path_pattern`` (a
+    case-sensitive glob; empty = exactly this call's tool). ``cleaned_data["grant_tables"]``
     is a list.
     """
 
@@ -98,6 +104,17 @@ class DecideForm(forms.Form):
                         "grant_tables",
                         "this statement names no table: list the tables the grant covers "
                         "(* for any table)",
+                    )
+            elif self.req is not None and self.req.is_mcp:
+                if pattern and not TOOL_GLOB.fullmatch(pattern):
+                    self.add_error(
+                        "grant_path_pattern",
+                        "a tool name glob has no spaces, commas or control characters",
+                    )
+                elif not pattern and not self.req.tool:
+                    self.add_error(
+                        "grant_path_pattern",
+                        "this call names no tool: give the tool names the grant covers (* for any)",
                     )
             elif pattern and not pattern.startswith("/"):
                 self.add_error("grant_path_pattern", "a path pattern starts with '/'")

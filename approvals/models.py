@@ -12,6 +12,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
+from audit.models import METHOD_MAX_LENGTH
 from controlplane.models import AccessRule, Agent, Target
 
 
@@ -27,7 +28,10 @@ class ApprovalRequest(models.Model):
     worst statement kind, ``body`` the formatted masked SQL and ``details`` its facts
     (``statement_kind``, ``statement_kinds``, ``tables``, ``functions``, masked
     ``parameters``, ``sql_fingerprint``; see
-    :class:`proxy_worker.contract.ApprovalRequestMessage`); ``details`` is ``{}`` for HTTP.
+    :class:`proxy_worker.contract.ApprovalRequestMessage`); or ``mcp``: one JSON-RPC call
+    to an MCP server (``method`` ``tools/call``, ``resources/read``, …; ``body`` the masked
+    JSON-RPC request; ``details`` ``jsonrpc_method``, ``tool`` (tool name, resource URI or
+    prompt name) and the masked ``arguments``); ``details`` is ``{}`` for HTTP.
     """
 
     class Status(models.TextChoices):
@@ -47,9 +51,11 @@ class ApprovalRequest(models.Model):
     rule = models.ForeignKey(AccessRule, null=True, on_delete=models.SET_NULL, related_name="+")
     worker_id = models.CharField(max_length=200)
     protocol = models.CharField(
-        max_length=16, choices=[("http", "HTTP"), ("postgres", "PostgreSQL")], default="http"
+        max_length=16,
+        choices=[("http", "HTTP"), ("postgres", "PostgreSQL"), ("mcp", "MCP")],
+        default="http",
     )
-    method = models.CharField(max_length=16)
+    method = models.CharField(max_length=METHOD_MAX_LENGTH)
     url = models.TextField()
     headers = models.JSONField(default=dict)
     body = models.TextField(blank=True)
@@ -96,6 +102,43 @@ class ApprovalRequest(models.Model):
     def is_sql(self) -> bool:
         """Whether this request is one PostgreSQL statement."""
         return self.protocol == "postgres"
+
+    @property
+    def is_mcp(self) -> bool:
+        """Whether this request is one JSON-RPC call to an MCP server."""
+        return self.protocol == "mcp"
+
+    @property
+    def mcp_method(self) -> str:
+        """The JSON-RPC method of an MCP call (``details.jsonrpc_method``, else ``method``)."""
+        value = (self.details or {}).get("jsonrpc_method")
+        return str(value) if value else self.method
+
+    @property
+    def tool(self) -> str:
+        """The MCP tool name (resource URI, prompt name) the call names; ``""`` if none."""
+        value = (self.details or {}).get("tool")
+        return "" if value is None else str(value)
+
+    @property
+    def arguments_text(self) -> str:
+        """The call's masked arguments as indented JSON (``""`` when none were recorded)."""
+        from audit.mcp import pretty
+
+        value = (self.details or {}).get("arguments")
+        return "" if value is None else pretty(value)
+
+    @property
+    def arguments_preview(self) -> str:
+        """The call's masked arguments as one line of JSON, cut for queue rows."""
+        from audit.mcp import arguments_preview
+
+        return arguments_preview(self.details, 200)
+
+    @property
+    def exact_tool_pattern(self) -> str:
+        """A grant pattern matching exactly this call's tool (glob-escaped)."""
+        return glob.escape(self.tool)
 
     def _detail_list(self, key: str) -> list[str]:
         value: Any = (self.details or {}).get(key)
@@ -192,11 +235,20 @@ class Grant(models.Model):
     (``public.orders``, ``order_*``; empty = any relation): the grant covers a statement
     of that kind every relation of which matches one of them. HTTP grants leave
     ``tables`` empty; workers ignore it for HTTP requests.
+
+    For MCP calls (MCP server targets) ``method`` is the JSON-RPC method
+    (``tools/call``) and ``path_pattern`` a glob over the tool name (resource URI,
+    prompt name), case-sensitive.
     """
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="+")
-    method = models.CharField(max_length=16, blank=True, help_text="Empty = any method")
+    method = models.CharField(
+        max_length=METHOD_MAX_LENGTH,
+        blank=True,
+        help_text="Empty = any method; a statement kind for SQL grants, a JSON-RPC method "
+        "for MCP grants",
+    )
     path_pattern = models.CharField(max_length=500)
     tables = ArrayField(
         models.CharField(max_length=200),
@@ -232,6 +284,12 @@ class Grant(models.Model):
         """A grant for SQL statements: it names tables, or its target is a PostgreSQL one
         (``Target.kind``; read defensively, the field is newer than this model)."""
         return bool(self.tables) or getattr(self.target, "kind", "http") == "postgres"
+
+    @property
+    def is_mcp(self) -> bool:
+        """A grant for MCP calls: its target is an MCP server (``method`` is a JSON-RPC
+        method, ``path_pattern`` a tool-name glob)."""
+        return getattr(self.target, "kind", "http") == "mcp"
 
     @property
     def status(self) -> str:

@@ -14,7 +14,9 @@ Channels (on the access rule):
   agent's owner excluded, as they may not decide).
 
 For a SQL statement (``req.is_sql``) every channel quotes the formatted masked SQL
-instead of a body and names the statement kind and the tables it touches.
+instead of a body and names the statement kind and the tables it touches. For an MCP
+call (``req.is_mcp``) every channel names the JSON-RPC method and the tool and quotes
+the masked arguments.
 """
 
 from __future__ import annotations
@@ -54,9 +56,19 @@ def preview(req: ApprovalRequest, limit: int = PREVIEW_CHARS) -> str:
     return body if len(body) <= limit else body[:limit] + "…"
 
 
+def arguments_block(req: ApprovalRequest, limit: int = PREVIEW_CHARS) -> str:
+    """The masked arguments of an MCP call as indented JSON, cut to ``limit``."""
+    text = req.arguments_text
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def summary_line(req: ApprovalRequest, url_chars: int = 300) -> str:
-    """What the agent wants, in one line: ``GET <url>``, or for a SQL statement
-    ``DELETE on public.orders, public.items: <first line of SQL>``."""
+    """What the agent wants, in one line: ``GET <url>``, for a SQL statement
+    ``DELETE on public.orders, public.items: <first line of SQL>``, for an MCP call
+    ``tools/call lookup_customer {"email": "[EMAIL]"}``."""
+    if req.is_mcp:
+        text = f"{req.mcp_method} {req.tool} {req.arguments_preview}".strip()
+        return text if len(text) <= url_chars else text[:url_chars] + "…"
     if req.is_sql:
         tables = ", ".join(req.tables[:10]) + (" …" if len(req.tables) > 10 else "")
         where = f" on {tables}" if tables else ""
@@ -73,7 +85,9 @@ def webhook_payload(req: ApprovalRequest) -> dict:
     "required_approvals", "requested_at", "deadline" (ISO 8601, UTC)}``; for a SQL
     statement (``protocol`` ``postgres``) also ``"sql": {"preview" (masked, formatted),
     "statement_kind", "statement_kinds", "tables", "functions"}`` (``method`` is the
-    statement kind, ``body_preview`` the SQL preview too).
+    statement kind, ``body_preview`` the SQL preview too); for an MCP call (``protocol``
+    ``mcp``) also ``"mcp": {"jsonrpc_method", "tool", "arguments" (masked JSON)}``
+    (``method`` is the JSON-RPC method, ``body_preview`` the masked JSON-RPC request).
     """
     agent = req.agent
     sql = (
@@ -89,6 +103,14 @@ def webhook_payload(req: ApprovalRequest) -> dict:
         if req.is_sql
         else {}
     )
+    if req.is_mcp:
+        sql = {
+            "mcp": {
+                "jsonrpc_method": req.mcp_method,
+                "tool": req.tool,
+                "arguments": (req.details or {}).get("arguments"),
+            }
+        }
     return {
         "event": "approval.requested",
         "approval_id": str(req.id),
@@ -127,22 +149,29 @@ def slack_payload(req: ApprovalRequest) -> dict:
     """A Slack incoming-webhook message: summary, masked preview, link to the page."""
     url = approval_page_url(req)
     agent = req.agent.name if req.agent else "(deleted agent)"
+    target = req.target.slug if req.target else "(deleted target)"
+    if req.is_mcp:
+        wants = (
+            f"to call tool *{_slack_escape(req.tool[:200] or '(no name)')}* "
+            f"(`{_slack_escape(req.mcp_method)}`) on *{_slack_escape(target)}*"
+        )
+    elif req.is_sql:
+        wants = (
+            f"to run a *{_slack_escape(req.statement_kind)}* statement on "
+            f"*{_slack_escape(target)}*"
+            + (f" (tables {_slack_escape(', '.join(req.tables[:10]))})" if req.tables else "")
+        )
+    else:
+        wants = f"`{_slack_escape(req.method)} {_slack_escape(req.url[:300])}`"
     summary = (
         f"*Approval needed* ({req.required_approvals} approver"
         f"{'s' if req.required_approvals != 1 else ''}, by "
-        f"{req.deadline:%H:%M:%S} UTC): agent *{_slack_escape(agent)}* wants "
-        + (
-            f"to run a *{_slack_escape(req.statement_kind)}* statement on "
-            f"*{_slack_escape(req.target.slug if req.target else '(deleted target)')}*"
-            + (f" (tables {_slack_escape(', '.join(req.tables[:10]))})" if req.tables else "")
-            if req.is_sql
-            else f"`{_slack_escape(req.method)} {_slack_escape(req.url[:300])}`"
-        )
+        f"{req.deadline:%H:%M:%S} UTC): agent *{_slack_escape(agent)}* wants " + wants
     )
     if req.reason:
         summary += f"\nRule: {_slack_escape(req.reason)}"
     blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": summary}}]
-    body = preview(req, 300)
+    body = arguments_block(req, 300) if req.is_mcp else preview(req, 300)
     if body:
         fenced = _slack_escape(body).replace("```", "'''")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{fenced}```"}})
@@ -182,7 +211,19 @@ def email_message(req: ApprovalRequest) -> tuple[str, str]:
     subject = " ".join(subject.split())  # no line break in a header
     rule = req.rule.name if req.rule else "(deleted)"
     needs = f"({req.required_approvals} approver{'s' if req.required_approvals != 1 else ''})."
-    if req.is_sql:
+    if req.is_mcp:
+        target = req.target.slug if req.target else "(deleted target)"
+        lines = [
+            f"Agent {agent} wants to call an MCP tool; the call needs approval {needs}",
+            "",
+            f"Tool: {req.tool or '(no name)'} ({req.mcp_method}) on target {target} ({req.url})",
+            f"Rule: {rule}" + (f" ({req.reason})" if req.reason else ""),
+            f"Deadline: {req.deadline:%Y-%m-%d %H:%M:%S} UTC",
+            "",
+            "Masked arguments:",
+            arguments_block(req) or "(none)",
+        ]
+    elif req.is_sql:
         target = req.target.slug if req.target else "(deleted target)"
         lines = [
             f"Agent {agent} sent a SQL statement that needs approval {needs}",

@@ -86,7 +86,8 @@ def queue(request: HttpRequest) -> HttpResponse:
 @require_GET
 def detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     """One request: masked request (for a SQL statement: the formatted masked SQL, its
-    kinds, tables, functions and masked parameters), rule and reason, agent and owner,
+    kinds, tables, functions and masked parameters; for an MCP call: the method, the tool
+    and the masked arguments as indented JSON), rule and reason, agent and owner,
     decisions so far, earlier decisions on the same agent, and grants this approval left."""
     req = _get_request_for_user(request, approval_id)
     ctx = row_context(req, request.user)
@@ -117,7 +118,8 @@ def detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
 @require_POST
 def decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     """Approve, deny or approve with a grant (:class:`~approvals.forms.DecideForm`; for a
-    SQL statement the grant covers its kind and the table globs given).
+    SQL statement the grant covers its kind and the table globs given, for an MCP call
+    its JSON-RPC method and the tool-name glob given).
 
     400 for an invalid form, 403 when the user may not decide (not in the group, owns
     the agent, already decided, request settled or expired), 404 for an unknown id.

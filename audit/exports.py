@@ -9,15 +9,21 @@ chunks so memory stays bounded whatever the export's size.
   recorded (masked) text. Gatehouse facts travel in the custom ``_gatehouse`` field of
   each entry (custom fields start with an underscore, as the spec requires). Opens in
   browser developer tools and in mitmproxy (``mitmproxy.io.har``). HAR describes HTTP
-  only: PostgreSQL statements are left out and counted in ``log.comment``.
+  only: PostgreSQL statements are left out and counted in ``log.comment``. An MCP
+  message the agent sent is an entry of its own (one per JSON-RPC call, as recorded:
+  the calls of one batched POST, or of one answered over SSE, become one ``POST`` each,
+  with the call's JSON-RPC request and response as bodies and ``_gatehouse.mcp``
+  naming the method and tool); a server-initiated request the gateway refused was
+  never an HTTP request of the agent: left out and counted in ``log.comment``.
 * **JSON Lines** (https://jsonlines.org/): a ``header`` line, one ``exchange`` line per
   exchange with every recorded field (``protocol`` and ``details`` included), its chain
   record and its digest, and a ``footer`` line with the latest signed anchor and the
   verification key; :func:`audit.chain.verify_evidence` checks such a file.
-* **CSV** (RFC 4180): one summary row per exchange (``protocol`` last, added after the
-  other columns; ``method`` holds a SQL statement's kind). Cells that a spreadsheet
-  would read as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) are
-  prefixed with ``'`` (OWASP "CSV injection"): recorded text is untrusted.
+* **CSV** (RFC 4180): one summary row per exchange (``protocol`` and ``tool`` last, added
+  after the other columns; ``method`` holds a SQL statement's kind or an MCP message's
+  JSON-RPC method, ``tool`` the MCP tool name, resource URI or prompt name). Cells that
+  a spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or
+  CR) are prefixed with ``'`` (OWASP "CSV injection"): recorded text is untrusted.
 """
 
 from __future__ import annotations
@@ -136,15 +142,37 @@ def facts(item: ExportItem) -> dict[str, Any]:
     }
 
 
+#: HTTP methods (RFC 9110 and PATCH): an MCP exchange whose ``method`` is one (a body
+#: that did not parse) keeps it in HAR; a JSON-RPC method stands for its POST.
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def _mcp_details(x: Exchange) -> dict[str, Any]:
+    return x.details if x.protocol == "mcp" and isinstance(x.details, dict) else {}
+
+
+def in_har(x: Exchange) -> bool:
+    """Whether HAR can hold ``x``: an HTTP exchange, or an MCP message the agent sent
+    (not a server-initiated request the gateway refused)."""
+    if x.protocol == "http":
+        return True
+    return x.protocol == "mcp" and _mcp_details(x).get("server_request") is not True
+
+
 def har_entry(item: ExportItem) -> dict[str, Any]:
     """One HAR 1.2 ``entry``. ``time`` is the recorded total (ms) and equals the sum of
-    the non-negative ``timings`` (``wait`` carries it all: phases were not recorded)."""
+    the non-negative ``timings`` (``wait`` carries it all: phases were not recorded).
+
+    An MCP message is the ``POST`` of its JSON-RPC request to the endpoint (``method``
+    in the record is the JSON-RPC method, not an HTTP one), bodies typed
+    ``application/json`` (the response as the JSON-RPC message, not its SSE framing)."""
     x = item.exchange
+    mcp = x.protocol == "mcp"
     total = float((x.timings or {}).get("total") or 0.0)
     req_body = x.request_body or ""
     resp_body = x.response_body or ""
     request: dict[str, Any] = {
-        "method": x.method,
+        "method": "POST" if mcp and x.method not in _HTTP_METHODS else x.method,
         "url": x.url,
         "httpVersion": "HTTP/1.1",
         "cookies": [],
@@ -158,10 +186,20 @@ def har_entry(item: ExportItem) -> dict[str, Any]:
     }
     if req_body:
         request["postData"] = {
-            "mimeType": _header(x.request_headers, "content-type"),
+            "mimeType": _header(x.request_headers, "content-type")
+            or ("application/json" if mcp else ""),
             "params": [],
             "text": req_body,
         }
+    gatehouse = facts(item)
+    comment = f"Gatehouse decision: {x.decision}"
+    if mcp:
+        d = _mcp_details(x)
+        gatehouse["mcp"] = {
+            k: d.get(k) for k in ("jsonrpc_method", "jsonrpc_id", "tool", "batch_index", "is_error")
+        }
+        name = d.get("tool") or ""
+        comment = f"MCP {d.get('jsonrpc_method') or x.method} {name}".rstrip() + f"; {comment}"
     return {
         "pageref": f"session-{x.session_id or 'none'}",
         "startedDateTime": iso(x.started_at),
@@ -175,7 +213,11 @@ def har_entry(item: ExportItem) -> dict[str, Any]:
             "headers": _har_headers(x.response_headers),
             "content": {
                 "size": len(resp_body.encode()),
-                "mimeType": _header(x.response_headers, "content-type") or "text/plain",
+                "mimeType": (
+                    "application/json"
+                    if mcp
+                    else _header(x.response_headers, "content-type") or "text/plain"
+                ),
                 "text": resp_body,
                 "comment": "masked by Gatehouse" if x.response_findings else "",
             },
@@ -193,19 +235,24 @@ def har_entry(item: ExportItem) -> dict[str, Any]:
             "wait": total,
             "receive": 0,
         },
-        "comment": f"Gatehouse decision: {x.decision}",
-        "_gatehouse": facts(item),
+        "comment": comment,
+        "_gatehouse": gatehouse,
     }
 
 
-def har_comment(title: str, skipped: int) -> str:
+def har_comment(title: str, skipped: int, server_requests: int = 0) -> str:
     """``log.comment`` of a HAR export: the title, and how many PostgreSQL statements
-    were left out (HAR has no place for them)."""
-    if not skipped:
+    and refused MCP server requests were left out (HAR has no place for them)."""
+    parts = []
+    if skipped:
+        parts.append(f"{skipped} PostgreSQL statement{'' if skipped == 1 else 's'}")
+    if server_requests:
+        n = server_requests
+        parts.append(f"{n} refused MCP server request{'' if n == 1 else 's'}")
+    if not parts:
         return title
-    what = "statement" if skipped == 1 else "statements"
     return (
-        f"{title}; {skipped} PostgreSQL {what} not representable in HAR; "
+        f"{title}; {' and '.join(parts)} not representable in HAR; "
         "export JSON Lines for every exchange"
     )
 
@@ -215,17 +262,22 @@ def write_har(items: Iterable[ExportItem], out: IO[str], *, title: str) -> int:
 
     Entries are streamed; pages (one per session) are collected on the way and
     written after the entries, with ``log.comment`` (JSON object member order is free).
-    HAR 1.2 describes HTTP requests only: exchanges of another protocol (PostgreSQL
-    statements) are not entries; ``log.comment`` counts them (:func:`har_comment`).
+    HAR 1.2 describes HTTP requests only: PostgreSQL statements and the MCP server
+    requests the gateway refused are not entries; ``log.comment`` counts them
+    (:func:`har_comment`). MCP calls are entries (:func:`har_entry`).
     """
     out.write('{"log":{"version":"1.2","creator":{"name":"Gatehouse","version":"0.1.0"},')
     out.write('"entries":[')
     pages: dict[str, dict[str, Any]] = {}
     n = 0
     skipped = 0
+    server_requests = 0
     for item in items:
-        if item.exchange.protocol != "http":
-            skipped += 1
+        if not in_har(item.exchange):
+            if item.exchange.protocol == "mcp":
+                server_requests += 1
+            else:
+                skipped += 1
             continue
         entry = har_entry(item)
         ref = entry["pageref"]
@@ -241,7 +293,8 @@ def write_har(items: Iterable[ExportItem], out: IO[str], *, title: str) -> int:
         out.write(("," if n else "") + json.dumps(entry, ensure_ascii=False))
         n += 1
     out.write('],"pages":' + json.dumps(list(pages.values()), ensure_ascii=False))
-    out.write(',"comment":' + json.dumps(har_comment(title, skipped), ensure_ascii=False) + "}}")
+    comment = har_comment(title, skipped, server_requests)
+    out.write(',"comment":' + json.dumps(comment, ensure_ascii=False) + "}}")
     return n
 
 
@@ -320,6 +373,7 @@ CSV_COLUMNS = [
     "chain_seq",
     "chain_hash",
     "protocol",
+    "tool",
 ]
 
 
@@ -365,6 +419,7 @@ def write_csv(items: Iterable[ExportItem], out: IO[str]) -> int:
                     item.record.seq if item.record else "",
                     item.record.hash if item.record else "",
                     x.protocol,
+                    _mcp_details(x).get("tool") or "",
                 )
             ]
         )

@@ -65,7 +65,8 @@ class SearchForm(forms.Form):
 
     Times are UTC. ``decision=masked`` means allowed or approved exchanges in which the
     masking engine found something. ``statement_kind`` keeps PostgreSQL statements whose
-    worst kind (recorded in ``method``) is the one chosen.
+    worst kind (recorded in ``method``) is the one chosen; ``tool`` keeps MCP messages
+    whose tool name (resource URI, prompt name) is exactly the one given.
     """
 
     q = forms.CharField(
@@ -87,6 +88,12 @@ class SearchForm(forms.Form):
         choices=[("", "any"), *((k, k) for k in sorted(STATEMENT_SEVERITY))],
         required=False,
         label="Statement kind",
+    )
+    tool = forms.CharField(
+        required=False,
+        max_length=300,
+        label="MCP tool",
+        help_text="An MCP tool name (or resource URI, prompt name), exactly",
     )
     decision = forms.ChoiceField(choices=DECISION_FILTERS, required=False)
     status = forms.IntegerField(required=False, min_value=100, max_value=599, label="Status")
@@ -131,6 +138,8 @@ class SearchForm(forms.Form):
             qs = qs.filter(protocol=d["protocol"])
         if d.get("statement_kind"):
             qs = qs.filter(protocol="postgres", method=d["statement_kind"])
+        if d.get("tool"):
+            qs = qs.filter(protocol="mcp", details__tool=d["tool"])
         decision = d.get("decision")
         if decision == "masked":
             qs = qs.filter(decision__in=["allowed", "approved"]).exclude(finding_types=[])

@@ -8,7 +8,7 @@ record once. A consumer that restarts first re-reads its own pending entries; en
 left pending by a dead consumer are claimed after ``claim_idle_ms`` (``XAUTOCLAIM``).
 Unreadable entries are kept in :class:`~audit.models.IngestError`, not dropped.
 Exchanges and approval requests keep the message's ``protocol`` (``http`` for messages
-without it) and ``details`` (PostgreSQL statements); NUL characters and lone surrogates
+without it) and ``details`` (PostgreSQL statements, MCP calls); NUL characters and lone surrogates
 in ``details``, which ``jsonb`` and the chain's canonical JSON cannot carry, become
 U+FFFD before the digest is taken.
 
@@ -34,7 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from approvals.actions import do_create_approval_request
 from audit.chain import copy_rows, exchange_digest, lock_head, storable
-from audit.models import Exchange, IngestError, Session
+from audit.models import METHOD_MAX_LENGTH, Exchange, IngestError, Session
 from controlplane.models import AccessRule, Agent, Target
 from controlplane.redis import client, keys
 from proxy_worker.contract import (
@@ -246,7 +246,7 @@ class Ingestor:
                 client_address=m.client_address[:64],
                 started_at=_ts(m.started_at),
                 protocol=m.protocol[:16],
-                method=m.method[:16],
+                method=m.method[:METHOD_MAX_LENGTH],
                 url=m.url,
                 request_headers=m.request_headers,
                 request_body=m.request_body,

@@ -47,7 +47,11 @@ SEARCH_DOCUMENT_SQL = (
 )
 
 #: ``Exchange.protocol``: what was recorded (:mod:`proxy_worker.contract`, ``protocol``).
-PROTOCOL_CHOICES = [("http", "HTTP"), ("postgres", "PostgreSQL")]
+PROTOCOL_CHOICES = [("http", "HTTP"), ("postgres", "PostgreSQL"), ("mcp", "MCP")]
+#: Characters of ``Exchange.method`` (and of approval requests' and grants'): HTTP
+#: methods, SQL statement kinds and JSON-RPC method names
+#: (``notifications/roots/list_changed``).
+METHOD_MAX_LENGTH = 64
 
 DECISION_CHOICES = [
     ("allowed", "Allowed"),
@@ -94,11 +98,15 @@ class Session(models.Model):
 class Exchange(models.Model):
     """One request and its answer as the worker recorded it: masked, no credentials.
 
-    ``protocol`` is ``http`` or ``postgres`` (one SQL statement: ``method`` holds its
+    ``protocol`` is ``http``, ``postgres`` (one SQL statement: ``method`` holds its
     statement kind, ``request_body`` the masked SQL, ``response_body`` a psql-style
-    rendering of the sampled rows); ``details`` holds the protocol's structured facts
-    (for ``postgres``: kinds, tables, parameters, columns, sampled rows, command tag,
-    error; shape in :class:`proxy_worker.contract.ExchangeMessage`), ``{}`` for HTTP.
+    rendering of the sampled rows) or ``mcp`` (one JSON-RPC request or notification
+    sent to an MCP server, or a server-initiated request the gateway refused: ``method``
+    holds the JSON-RPC method, ``request_body`` and ``response_body`` the masked JSON-RPC
+    messages); ``details`` holds the protocol's structured facts (for ``postgres``:
+    kinds, tables, parameters, columns, sampled rows, command tag, error; for ``mcp``:
+    tool, masked arguments and result, error, drift and hidden tools; shapes in
+    :class:`proxy_worker.contract.ExchangeMessage`), ``{}`` for HTTP.
     ``finding_types`` is the sorted set of entity types the masking engine reported in
     either direction (derived at ingest, for the entity-type filter); ``search_vector``
     is a stored generated column (:data:`SEARCH_DOCUMENT_SQL`) with a GIN index.
@@ -143,7 +151,7 @@ class Exchange(models.Model):
     client_address = models.CharField(max_length=64, blank=True)
     started_at = models.DateTimeField(db_index=True)
     protocol = models.CharField(max_length=16, choices=PROTOCOL_CHOICES, default="http")
-    method = models.CharField(max_length=16)
+    method = models.CharField(max_length=METHOD_MAX_LENGTH)
     url = models.TextField()
     request_headers = models.JSONField(default=dict)
     request_body = models.TextField(blank=True)
@@ -184,6 +192,11 @@ class Exchange(models.Model):
     def is_sql(self) -> bool:
         """Whether this exchange is one PostgreSQL statement."""
         return self.protocol == "postgres"
+
+    @property
+    def is_mcp(self) -> bool:
+        """Whether this exchange is one JSON-RPC message of an MCP session."""
+        return self.protocol == "mcp"
 
 
 class IngestError(models.Model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Substr
 
 from audit.models import Exchange
@@ -33,8 +34,10 @@ SQL_HEAD_CHARS = 160
 def fetch_page(qs: QuerySet[Exchange], offset: int, limit: int) -> list[Exchange]:
     """Rows ``offset`` to ``offset + limit`` of ``qs`` (ordered newest first: ``qs`` must be
     ordered by ``-started_at, -id``), with agent and target, bodies and headers deferred.
-    Each row gets ``sql_head``: the start of its SQL text for PostgreSQL statements
-    (read by id for the page's statements only), ``""`` otherwise."""
+    Each row gets ``sql_head``: the start of its SQL text for PostgreSQL statements,
+    and ``mcp_method`` and ``mcp_tool``: the JSON-RPC method and the tool (resource,
+    prompt) of MCP messages (read by id for the page's statements and messages only),
+    ``""`` otherwise."""
     rows = _fetch(qs, offset, limit)
     sql_ids = [x.id for x in rows if x.protocol == "postgres"]
     heads = (
@@ -46,8 +49,24 @@ def fetch_page(qs: QuerySet[Exchange], offset: int, limit: int) -> list[Exchange
         if sql_ids
         else {}
     )
+    mcp_ids = [x.id for x in rows if x.protocol == "mcp"]
+    calls = {
+        i: (m, t)
+        for i, m, t in (
+            Exchange.objects.filter(id__in=mcp_ids)
+            .annotate(
+                m=KeyTextTransform("jsonrpc_method", "details"),
+                t=KeyTextTransform("tool", "details"),
+            )
+            .values_list("id", "m", "t")
+            if mcp_ids
+            else []
+        )
+    }
     for x in rows:
         x.sql_head = heads.get(x.id, "")
+        method, tool = calls.get(x.id, ("", ""))
+        x.mcp_method, x.mcp_tool = method or "", tool or ""
     return rows
 
 

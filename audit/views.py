@@ -14,7 +14,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Case, OuterRef, Subquery, Value, When
+from django.db.models import Case, OuterRef, Subquery, TextField, Value, When
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Substr
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,6 +27,7 @@ from approvals.models import ApprovalRequest
 from audit import exports, jobs
 from audit.chain import appending, describe_actor
 from audit.forms import SearchForm
+from audit.mcp import tool_call
 from audit.models import AuditJob, ChainHead, ChainRecord, Exchange, Session
 from audit.psql import transcript
 from audit.search import fetch_page
@@ -99,7 +101,10 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     (1, 4 or 16) makes the player advance by itself at S times the recorded pace.
     A PostgreSQL statement is shown as a psql session shows it (:mod:`audit.psql`):
     prompt and SQL, bound parameters, the sampled rows as an aligned table, the command
-    tag or the error.
+    tag or the error. An MCP message is shown as a tool call (:mod:`audit.mcp`): method
+    and tool, the masked arguments, the result's text blocks (other content summarised)
+    or the error, with badges for approvals, drift, hidden tools and refused server
+    requests; the JSON-RPC messages as recorded below it.
     """
     session = get_object_or_404(
         Session.objects.select_related("agent__owner", "target", "legal_hold_by"), pk=session_id
@@ -112,7 +117,17 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
             sql_head=Case(
                 When(protocol="postgres", then=Substr("request_body", 1, SQL_HEAD_CHARS)),
                 default=Value(""),
-            )
+            ),
+            mcp_tool=Case(
+                When(protocol="mcp", then=KeyTextTransform("tool", "details")),
+                default=Value(""),
+                output_field=TextField(),
+            ),
+            mcp_method=Case(
+                When(protocol="mcp", then=KeyTextTransform("jsonrpc_method", "details")),
+                default=Value(""),
+                output_field=TextField(),
+            ),
         )
         .order_by("started_at", "id")
     )
@@ -158,6 +173,9 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
             status_code=current.status_code,
             error=current.error,
         )
+    mcp = None
+    if current is not None and current.is_mcp:
+        mcp = tool_call(current.details, method=current.method, decision=current.decision)
     return render(
         request,
         "audit/session_detail.html",
@@ -174,6 +192,7 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
                 else None
             ),
             "psql": psql,
+            "mcp": mcp,
             "decision_text": decision_text(current, approval) if current else "",
             "request_body": pretty_json(current.request_body) if current and not psql else "",
             "response_body": pretty_json(current.response_body) if current and not psql else "",

@@ -93,6 +93,7 @@ class AccessRuleAdmin(admin.ModelAdmin):
         "target",
         "path_pattern",
         "statement_kinds",
+        "tool_names",
         "is_active",
     ]
     list_editable = ["position"]

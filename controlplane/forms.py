@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from controlplane.models import AccessRule, Agent, AgentGroup, MaskingRule, Target
+from controlplane.models import MCP_METHODS, AccessRule, Agent, AgentGroup, MaskingRule, Target
 from controlplane.roles import ROLES
 from proxy_worker.policy import STATEMENT_SEVERITY
 
@@ -46,10 +46,11 @@ class LineListField(forms.CharField):
 class Fieldset:
     """A group of a form's fields rendered as one ``<fieldset>``.
 
-    ``kind`` (``"http"``, ``"postgres"`` or ``""`` for always) becomes ``data-kind`` on
-    the fieldset: ``static/controlplane/kinds.js`` shows only the fieldsets of the
-    selected kind (and every fieldset holding an error). Without JavaScript every
-    fieldset shows and the server validates the same way.
+    ``kind`` (``"http"``, ``"postgres"``, ``"mcp"``, several separated by spaces, or
+    ``""`` for always) becomes ``data-kind`` on the fieldset:
+    ``static/controlplane/kinds.js`` shows only the fieldsets of the selected kind (and
+    every fieldset holding an error). Without JavaScript every fieldset shows and the
+    server validates the same way.
     """
 
     def __init__(self, legend: str, fields: list, kind: str = "", hint: str = "") -> None:
@@ -104,12 +105,13 @@ def approver_groups():
 class TargetForm(FieldsetsMixin, forms.ModelForm):
     """Target form with a write-only credential: never rendered back, blank keeps it.
 
-    The HTTP and PostgreSQL fields are in fieldsets of their kind; the credential is
+    The HTTP, MCP and PostgreSQL fields are in fieldsets of their kind (an MCP server
+    also has the HTTP upstream fields: it is reached over HTTP); the credential is
     labelled "Database password" for PostgreSQL targets (the kind posted, else the
     stored one; the script relabels it when the kind changes).
     """
 
-    CREDENTIAL_LABELS = {"http": "Credential", "postgres": "Database password"}
+    CREDENTIAL_LABELS = {"http": "Credential", "mcp": "Credential", "postgres": "Database password"}
 
     credential = forms.CharField(
         required=False,
@@ -119,17 +121,26 @@ class TargetForm(FieldsetsMixin, forms.ModelForm):
             attrs={
                 "autocomplete": "new-password",
                 "data-label-http": CREDENTIAL_LABELS["http"],
+                "data-label-mcp": CREDENTIAL_LABELS["mcp"],
                 "data-label-postgres": CREDENTIAL_LABELS["postgres"],
             },
         ),
-        help_text="HTTP: injected upstream on every request. PostgreSQL: the password of "
-        "the upstream user. Write-only: leave blank to keep the stored one.",
+        help_text="HTTP and MCP: injected upstream on every request. PostgreSQL: the "
+        "password of the upstream user. Write-only: leave blank to keep the stored one.",
     )
     clear_credential = forms.BooleanField(required=False, label="Remove the stored credential")
 
     fieldset_layout = (
         ("", "", ("name", "slug", "kind"), ""),
-        ("HTTP upstream", "http", ("upstream_url", "auth_header", "auth_scheme"), ""),
+        ("HTTP upstream", "http mcp", ("upstream_url", "auth_header", "auth_scheme"), ""),
+        (
+            "MCP server",
+            "mcp",
+            ("mcp_block_changed_tools", "mcp_allow_server_requests"),
+            "The upstream URL is the server's MCP endpoint (streamable HTTP). The gateway "
+            "reads each JSON-RPC call: access rules by tool and arguments, tool results "
+            "masked, tools/list answers without the tools this agent may not call.",
+        ),
         (
             "PostgreSQL upstream",
             "postgres",
@@ -164,6 +175,8 @@ class TargetForm(FieldsetsMixin, forms.ModelForm):
             "pg_sslmode",
             "pg_ca_pem",
             "pg_allow_plaintext",
+            "mcp_block_changed_tools",
+            "mcp_allow_server_requests",
             "credential",
             "clear_credential",
             "default_action",
@@ -204,6 +217,16 @@ class TargetForm(FieldsetsMixin, forms.ModelForm):
 
     def clean_pg_sslmode(self) -> str:
         return self.cleaned_data.get("pg_sslmode") or self.instance.pg_sslmode or "prefer"
+
+    def clean(self):
+        data = super().clean()
+        if data.get("kind") != "mcp":
+            # The MCP fieldset is hidden for other kinds, and an unticked checkbox posts
+            # nothing: keep the stored settings (a new target: the model's defaults), so
+            # a target switched to MCP later still blocks changed tools unless told not to.
+            for name in ("mcp_block_changed_tools", "mcp_allow_server_requests"):
+                data[name] = getattr(self.instance, name)
+        return data
 
     def save(self, commit: bool = True) -> Target:
         target = super().save(commit=False)
@@ -325,9 +348,22 @@ def _kind_label(kind: str) -> str:
 
 class AccessRuleForm(FieldsetsMixin, forms.ModelForm):
     """An access rule: HTTP conditions for HTTP targets, SQL conditions for PostgreSQL
-    targets (in fieldsets of their kind; the model refuses mixing them)."""
+    targets, MCP conditions for MCP servers (in fieldsets of their kind; the model refuses
+    mixing them)."""
 
     methods = CommaListField(required=False, help_text="e.g. GET, POST; empty = any")
+    mcp_methods = CommaListField(
+        required=False,
+        label="MCP methods",
+        help_text="JSON-RPC methods, comma-separated, e.g. "
+        f"{', '.join(MCP_METHODS[:3])}; empty = any",
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+    )
+    tool_names = CommaListField(
+        required=False,
+        help_text=AccessRule._meta.get_field("tool_names").help_text,
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+    )
     statement_kinds = forms.MultipleChoiceField(
         required=False,
         choices=[(k, _kind_label(k)) for k in STATEMENT_SEVERITY],
@@ -363,6 +399,13 @@ class AccessRuleForm(FieldsetsMixin, forms.ModelForm):
             "For PostgreSQL targets. Every condition set must hold; a rule cannot have "
             "both HTTP and SQL conditions.",
         ),
+        (
+            "MCP conditions",
+            "mcp",
+            ("mcp_methods", "tool_names", "argument_path", "argument_pattern"),
+            "For MCP servers: each JSON-RPC call (a tool call, a resource read, …). Every "
+            "condition set must hold; a rule cannot have both MCP and HTTP or SQL conditions.",
+        ),
         ("Body", "", ("body_pattern",), ""),
     )
 
@@ -383,6 +426,10 @@ class AccessRuleForm(FieldsetsMixin, forms.ModelForm):
             "without_where",
             "without_limit",
             "parameter_pattern",
+            "mcp_methods",
+            "tool_names",
+            "argument_path",
+            "argument_pattern",
             "body_pattern",
             "action",
             "reason",
@@ -398,6 +445,9 @@ class AccessRuleForm(FieldsetsMixin, forms.ModelForm):
         ]
         widgets = {
             "target": KindSelect(attrs={"data-kind-switch": "rule"}),
+            "argument_path": forms.TextInput(
+                attrs={"placeholder": "$.customer.email", "spellcheck": "false"}
+            ),
             "agents": forms.CheckboxSelectMultiple,
             "agent_groups": forms.CheckboxSelectMultiple,
         }

@@ -66,7 +66,14 @@ pg_identifier_validator = RegexValidator(
     r"^[^\x00-\x1f\x7f]{1,63}$", "a PostgreSQL name: 1 to 63 characters, no control characters"
 )
 
-TARGET_KIND_CHOICES = [("http", "HTTP API"), ("postgres", "PostgreSQL database")]
+TARGET_KIND_CHOICES = [
+    ("http", "HTTP API"),
+    ("postgres", "PostgreSQL database"),
+    ("mcp", "MCP server (streamable HTTP)"),
+]
+#: Target kinds reached over HTTP (the reverse route ``/<slug>/…``, forward mode): an MCP
+#: server is an HTTP target whose upstream is its MCP endpoint.
+HTTP_TARGET_KINDS = frozenset({"http", "mcp"})
 #: libpq's ``sslmode`` values and meanings (PostgreSQL docs, libpq, "SSL Support");
 #: the worker's list is :data:`proxy_worker.policy.SSLMODES`.
 SSLMODE_CHOICES = [
@@ -88,17 +95,20 @@ def postgres_url(host: str, port: int, database: str, user: str = "") -> str:
 
 class Target(models.Model):
     """An upstream reached through the gateway: an HTTP API (``kind="http"``, at
-    ``/<slug>/`` in reverse mode or by host in forward mode) or a PostgreSQL database
+    ``/<slug>/`` in reverse mode or by host in forward mode), an MCP server
+    (``kind="mcp"``: an HTTP target whose ``upstream_url`` is the server's streamable
+    HTTP endpoint; the gateway reads the JSON-RPC calls in it) or a PostgreSQL database
     (``kind="postgres"``: agents connect to the PostgreSQL listener with the slug as the
     database name).
 
     The credential is write-only: stored encrypted (:mod:`controlplane.crypto`),
     compiled into the snapshot encrypted for workers, and never rendered back. For HTTP
-    targets it is injected as ``<auth_header>: <auth_scheme> <credential>``; for
+    and MCP targets it is injected as ``<auth_header>: <auth_scheme> <credential>``; for
     PostgreSQL targets it is the password of ``pg_user`` on the upstream.
 
-    Fields of the other kind (``upstream_url``, ``auth_header``, ``auth_scheme`` on a
-    PostgreSQL target, the ``pg_*`` fields on an HTTP target) are kept but not used.
+    Fields of the other kinds (``upstream_url``, ``auth_header``, ``auth_scheme`` on a
+    PostgreSQL target, the ``pg_*`` fields on an HTTP target, the ``mcp_*`` fields on
+    anything but an MCP server) are kept but not used.
     """
 
     name = models.CharField(max_length=100)
@@ -107,12 +117,14 @@ class Target(models.Model):
         max_length=10,
         choices=TARGET_KIND_CHOICES,
         default="http",
-        help_text="An HTTP API, or a PostgreSQL database agents reach with a PostgreSQL "
+        help_text="An HTTP API; an MCP server (streamable HTTP: the gateway reads the "
+        "tool calls in it); or a PostgreSQL database agents reach with a PostgreSQL "
         "client (the slug is the database name they connect to)",
     )
     upstream_url = models.URLField(
         blank=True,
-        help_text="HTTP targets: base URL of the upstream, e.g. https://api.example.com",
+        help_text="HTTP targets: base URL of the upstream, e.g. https://api.example.com; "
+        "MCP servers: the MCP endpoint, e.g. https://tools.example.com/mcp",
     )
     auth_header = models.CharField(max_length=100, default="Authorization", blank=True)
     auth_scheme = models.CharField(
@@ -166,6 +178,20 @@ class Target(models.Model):
         help_text="Let agents log in to the gateway over a connection without TLS (their "
         "token then crosses the network in clear text); leave off outside a trusted network",
     )
+    mcp_block_changed_tools = models.BooleanField(
+        "block tools that change",
+        default=True,
+        help_text="A tool whose description or input schema changes within a session is "
+        "left out of tools/list answers and its calls are refused; off: only flagged in "
+        "the record",
+    )
+    mcp_allow_server_requests = models.BooleanField(
+        "let the server send requests to the agent",
+        default=False,
+        help_text="Server-initiated requests (sampling/createMessage, elicitation/create, "
+        "roots/list, …) reach the agent; off: the gateway refuses them for it "
+        "(JSON-RPC error -32601)",
+    )
     credential_encrypted = models.TextField(blank=True, editable=False)
     default_action = models.CharField(
         max_length=10,
@@ -216,9 +242,19 @@ class Target(models.Model):
                     f"{self.pg_sslmode}): choose one of them or remove the bundle"
                 )
         elif not self.upstream_url:
-            errors["upstream_url"] = "an HTTP target needs an upstream URL"
+            errors["upstream_url"] = (
+                "an MCP server needs an upstream URL: its MCP endpoint, e.g. "
+                "https://tools.example.com/mcp"
+                if self.kind == "mcp"
+                else "an HTTP target needs an upstream URL"
+            )
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def is_http_kind(self) -> bool:
+        """Whether agents reach this target over HTTP (an HTTP API or an MCP server)."""
+        return self.kind in HTTP_TARGET_KINDS
 
     @property
     def upstream_display(self) -> str:
@@ -431,10 +467,13 @@ class AccessRule(models.Model):
     """An ordered rule: the first active rule matching a request decides it.
 
     Conditions are HTTP-only (``methods``, ``path_pattern`` other than ``*``,
-    ``query_pattern``: HTTP targets) or SQL-only (``statement_kinds``, ``tables``,
-    ``functions``, ``without_where``, ``without_limit``, ``parameter_pattern``:
-    PostgreSQL targets), never both; ``body_pattern`` applies to both (the request body,
-    or the SQL text). The worker's matching is :class:`proxy_worker.policy.AccessRule`.
+    ``query_pattern``: HTTP targets), SQL-only
+    (``statement_kinds``, ``tables``, ``functions``, ``without_where``, ``without_limit``,
+    ``parameter_pattern``: PostgreSQL targets) or MCP-only (``mcp_methods``,
+    ``tool_names``, ``argument_path``, ``argument_pattern``: the JSON-RPC calls sent to an
+    MCP server), never two of these; ``body_pattern`` applies to all (the request body,
+    the SQL text, or the JSON-RPC message). A rule with none of them matches every kind.
+    The worker's matching is :class:`proxy_worker.policy.AccessRule`.
     """
 
     name = models.CharField(max_length=100, unique=True)
@@ -475,7 +514,8 @@ class AccessRule(models.Model):
         max_length=500,
         blank=True,
         validators=[validate_regex],
-        help_text="Regex searched in the request body (HTTP) or the SQL text (PostgreSQL)",
+        help_text="Regex searched in the request body (HTTP), the SQL text (PostgreSQL) or "
+        "the JSON-RPC message (MCP)",
     )
     statement_kinds = ArrayField(
         models.CharField(max_length=12),
@@ -513,6 +553,34 @@ class AccessRule(models.Model):
         blank=True,
         validators=[validate_regex],
         help_text="SQL: regex searched in each bound parameter value (as text)",
+    )
+    mcp_methods = ArrayField(
+        models.CharField(max_length=64),
+        blank=True,
+        default=list,
+        help_text="MCP: JSON-RPC methods, e.g. tools/call, resources/read, prompts/get; "
+        "empty = any",
+    )
+    tool_names = ArrayField(
+        models.CharField(max_length=300),
+        blank=True,
+        default=list,
+        help_text="MCP: globs over the tool name (tools/call), the resource URI "
+        "(resources/read) or the prompt name (prompts/get), case-sensitive, e.g. "
+        "delete_*, file:///etc/*; empty = any",
+    )
+    argument_path = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="MCP: JSONPath over the call's arguments, e.g. $.customer.email; the rule "
+        "matches when it finds a value (that the argument pattern matches, if one is set)",
+    )
+    argument_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_regex],
+        help_text="MCP: regex searched in the values the argument path finds (other JSON "
+        "values as compact JSON); without a path, in every string of the arguments",
     )
     action = models.CharField(max_length=10, choices=ACTION_CHOICES)
     approval_timeout = models.PositiveIntegerField(
@@ -571,6 +639,27 @@ class AccessRule(models.Model):
         return [name for name in SQL_RULE_FIELDS if getattr(self, name)]
 
     @property
+    def mcp_conditions(self) -> list[str]:
+        """Names of the MCP conditions this rule sets."""
+        return [name for name in MCP_RULE_FIELDS if getattr(self, name)]
+
+    @property
+    def mcp_summary(self) -> str:
+        """The MCP conditions in one line for lists (``""`` for none)."""
+        parts = []
+        if self.mcp_methods:
+            parts.append(", ".join(self.mcp_methods))
+        if self.tool_names:
+            parts.append("tools " + ", ".join(self.tool_names))
+        if self.argument_path and self.argument_pattern:
+            parts.append(f"arguments {self.argument_path} ~ /{self.argument_pattern}/")
+        elif self.argument_path:
+            parts.append(f"arguments {self.argument_path}")
+        elif self.argument_pattern:
+            parts.append(f"arguments /{self.argument_pattern}/")
+        return " · ".join(parts)
+
+    @property
     def sql_summary(self) -> str:
         """The SQL conditions in one line for lists (``""`` for none)."""
         parts = []
@@ -595,6 +684,10 @@ class AccessRule(models.Model):
         )
         self.tables = [g.strip().lower() for g in self.tables if g.strip()]
         self.functions = [g.strip().lower() for g in self.functions if g.strip()]
+        # JSON-RPC methods and tool names are case-sensitive: kept as written.
+        self.mcp_methods = list(dict.fromkeys(m.strip() for m in self.mcp_methods if m.strip()))
+        self.tool_names = list(dict.fromkeys(g.strip() for g in self.tool_names if g.strip()))
+        self.argument_path = (self.argument_path or "").strip()
         errors: dict[str, list[str]] = {}
         unknown = [k for k in self.statement_kinds if k not in STATEMENT_KINDS]
         if unknown:
@@ -609,31 +702,94 @@ class AccessRule(models.Model):
                     f"not a name glob: {', '.join(bad)} (letters, digits, _ $ . * ? [ ] "
                     "and -, no spaces or quotes)"
                 )
-        http, sql = self.http_conditions, self.sql_conditions
-        target = self.target  # None for "every target"; import assigns an unsaved one
-        if target is not None and target.kind == "postgres" and http:
-            for name in http:
-                errors.setdefault(name, []).append(
-                    f"an HTTP condition, but target {target.slug!r} is a PostgreSQL database: "
-                    "use statement kinds, tables or functions"
+        bad = [m for m in self.mcp_methods if not MCP_METHOD_SHAPE.fullmatch(m)]
+        if bad:
+            errors.setdefault("mcp_methods", []).append(
+                f"not a JSON-RPC method name: {', '.join(bad)} (e.g. "
+                f"{', '.join(MCP_METHODS[:4])}: lower-case first, parts separated by /)"
+            )
+        bad = [g for g in self.tool_names if not _TOOL_GLOB.fullmatch(g)]
+        if bad:
+            errors.setdefault("tool_names", []).append(
+                f"not a tool name or URI glob: {', '.join(bad)} (no spaces, commas or "
+                "control characters)"
+            )
+        if self.argument_path:
+            from proxy_worker.masking import MaskingConfigError, compile_json_path
+
+            try:
+                compile_json_path(self.argument_path)
+            except MaskingConfigError as e:
+                errors.setdefault("argument_path", []).append(
+                    f"not a JSONPath expression (e.g. $.customer.email, $.items[*].id): {e}"
                 )
-        elif target is not None and target.kind != "postgres" and sql:
-            for name in sql:
-                errors.setdefault(name, []).append(
-                    f"an SQL condition, but target {target.slug!r} is an HTTP API"
-                )
-        elif http and sql:
-            labels = ", ".join(_RULE_FIELD_LABELS[n] for n in http)
-            for name in sql:
-                errors.setdefault(name, []).append(
-                    f"SQL conditions cannot be combined with HTTP conditions ({labels}): "
-                    "a request is one or the other; make two rules"
-                )
+        self._check_condition_kinds(errors)
         if errors:
             raise ValidationError(errors)
 
+    def _check_condition_kinds(self, errors: dict[str, list[str]]) -> None:
+        """HTTP, SQL and MCP conditions apply to different requests: each only on rules
+        whose target is of its kind (or every target), and never two kinds together."""
+        http, sql, mcp = self.http_conditions, self.sql_conditions, self.mcp_conditions
+        target = self.target  # None for "every target"; import assigns an unsaved one
+        kind = target.kind if target is not None else None
 
-#: AccessRule conditions that only HTTP requests have, and those only SQL statements have.
+        def add(names: list[str], message: str) -> None:
+            for name in names:
+                errors.setdefault(name, []).append(message)
+
+        def labels(names: list[str]) -> str:
+            return ", ".join(_RULE_FIELD_LABELS[n] for n in names)
+
+        if target is not None and kind == "postgres":
+            add(
+                http,
+                f"an HTTP condition, but target {target.slug!r} is a PostgreSQL database: "
+                "use statement kinds, tables or functions",
+            )
+            add(
+                mcp,
+                f"an MCP condition, but target {target.slug!r} is a PostgreSQL database: "
+                "use statement kinds, tables or functions",
+            )
+        elif target is not None and kind == "mcp":
+            # The gateway lets every HTTP request to an MCP endpoint through and decides
+            # each JSON-RPC call in it: an HTTP condition there would never match.
+            add(
+                http,
+                f"an HTTP condition, but target {target.slug!r} is an MCP server: its calls "
+                "are decided by MCP conditions (MCP methods, tool names, arguments)",
+            )
+            add(sql, f"an SQL condition, but target {target.slug!r} is an MCP server")
+        elif target is not None:
+            add(sql, f"an SQL condition, but target {target.slug!r} is an HTTP API")
+            add(
+                mcp,
+                f"an MCP condition, but target {target.slug!r} is an HTTP API, not an MCP "
+                "server: make the target's kind MCP server, or use HTTP conditions",
+            )
+        if target is None and http and sql:
+            add(
+                sql,
+                f"SQL conditions cannot be combined with HTTP conditions ({labels(http)}): "
+                "a request is one or the other; make two rules",
+            )
+        if mcp and http and target is None:
+            add(
+                mcp,
+                f"MCP conditions cannot be combined with HTTP conditions ({labels(http)}): "
+                "an MCP call is not an HTTP request; make two rules",
+            )
+        if mcp and sql and target is None:
+            add(
+                mcp,
+                f"MCP conditions cannot be combined with SQL conditions ({labels(sql)}): "
+                "a call is one or the other; make two rules",
+            )
+
+
+#: AccessRule conditions that only HTTP requests have, those only SQL statements have, and
+#: those only MCP calls have.
 HTTP_RULE_FIELDS = ("methods", "path_pattern", "query_pattern")
 SQL_RULE_FIELDS = (
     "statement_kinds",
@@ -643,10 +799,45 @@ SQL_RULE_FIELDS = (
     "without_limit",
     "parameter_pattern",
 )
+MCP_RULE_FIELDS = ("mcp_methods", "tool_names", "argument_path", "argument_pattern")
 _RULE_FIELD_LABELS = {
     "methods": "methods",
     "path_pattern": "path pattern",
     "query_pattern": "query pattern",
+    "statement_kinds": "statement kinds",
+    "tables": "tables",
+    "functions": "functions",
+    "without_where": "without WHERE",
+    "without_limit": "without LIMIT",
+    "parameter_pattern": "parameter pattern",
 }
+#: The JSON-RPC methods an MCP client sends (MCP 2025-06-18), the calls rules usually name
+#: first. Rules accept any method of this shape (:data:`MCP_METHOD_SHAPE`), so methods of
+#: later protocol versions can be named too.
+MCP_METHODS = (
+    "tools/call",
+    "resources/read",
+    "prompts/get",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "completion/complete",
+    "logging/setLevel",
+    "initialize",
+    "ping",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+)
+#: A JSON-RPC method name as MCP writes them: ``initialize``, ``tools/call``,
+#: ``logging/setLevel``, ``notifications/roots/list_changed``.
+MCP_METHOD_SHAPE = re.compile(r"[a-z][a-zA-Z_]*(?:/[a-zA-Z_]+)*")
+#: A tool name, resource URI or prompt name glob: anything without white space, commas
+#: (they separate globs in the console) or control characters.
+_TOOL_GLOB = re.compile(r"[^\s,\x00-\x1f\x7f]{1,300}")
 #: A table or function name glob: identifier characters, dots and fnmatch wildcards.
 _NAME_GLOB = re.compile(r"[\w$.*?\[\]!-]+")

@@ -8,7 +8,8 @@ The document (``version: 1``) has one list per kind, in dependency order::
                        default_action, approval_timeout, approver_group, binary_bodies,
                        retention_days,
                        postgres: {host, port, database, user, sslmode, ca_pem,
-                                  allow_plaintext}}]
+                                  allow_plaintext},
+                       mcp: {block_changed_tools, allow_server_requests}}]
     agent_groups:    [{name, description}]
     agents:          [{name, description, owner, is_active, groups, oidc_subject}]
     masking_rules:   [{name, entity_types, field_names, json_paths, deny_list,
@@ -16,14 +17,16 @@ The document (``version: 1``) has one list per kind, in dependency order::
                        is_active}]
     access_rules:    [{name, position, target, agents, agent_groups, methods,
                        path_pattern, query_pattern, statement_kinds, tables, functions,
-                       without_where, without_limit, parameter_pattern, body_pattern,
-                       action, approval_mode, required_approvals, retry_window,
-                       approval_timeout, approver_group, notify_webhook_url,
-                       notify_slack_url, notify_email, reason, is_active}]
+                       without_where, without_limit, parameter_pattern, mcp_methods,
+                       tool_names, argument_path, argument_pattern, body_pattern, action,
+                       approval_mode, required_approvals, retry_window, approval_timeout,
+                       approver_group, notify_webhook_url, notify_slack_url, notify_email,
+                       reason, is_active}]
 
-Targets have ``kind: http`` (an HTTP API at ``upstream_url``) or ``kind: postgres``
-(a PostgreSQL database); a PostgreSQL target has a ``postgres:`` block, exported for
-PostgreSQL targets only::
+Targets have ``kind: http`` (an HTTP API at ``upstream_url``), ``kind: mcp`` (an MCP
+server whose streamable HTTP endpoint is ``upstream_url``) or ``kind: postgres`` (a
+PostgreSQL database); a PostgreSQL target has a ``postgres:`` block and an MCP server an
+``mcp:`` block, each exported for targets of its kind only::
 
     - slug: orders
       name: Orders database
@@ -31,21 +34,36 @@ PostgreSQL targets only::
       postgres: {host: db.internal, port: 5432, database: orders, user: gatehouse_agent,
                  sslmode: verify-full, ca_pem: "", allow_plaintext: false}
 
+    - slug: tools
+      name: Tool server
+      kind: mcp
+      upstream_url: https://tools.internal/mcp
+      mcp: {block_changed_tools: true, allow_server_requests: false}
+
 ``sslmode`` takes libpq's values (disable, prefer, require, verify-ca, verify-full);
 ``ca_pem`` is a PEM CA bundle (empty: the system trust store). The database password,
 like every credential, is not in the file.
 
-Access rules have HTTP conditions (``methods``, ``path_pattern``, ``query_pattern``)
-or SQL conditions (``statement_kinds`` from ``proxy_worker.policy.STATEMENT_KINDS``,
+Access rules have HTTP conditions (``methods``, ``path_pattern``, ``query_pattern``),
+SQL conditions (``statement_kinds`` from ``proxy_worker.policy.STATEMENT_KINDS``,
 ``tables`` and ``functions`` globs, ``without_where``, ``without_limit``,
-``parameter_pattern``), never both; ``body_pattern`` applies to either (the request
-body, or the SQL text)::
+``parameter_pattern``) or MCP conditions (``mcp_methods`` JSON-RPC methods,
+``tool_names`` globs, ``argument_path`` JSONPath and ``argument_pattern`` regex over
+the call's arguments), never two kinds; ``body_pattern`` applies to all (the request
+body, the SQL text, or the JSON-RPC message)::
 
     - name: no unfiltered deletes
       target: orders
       statement_kinds: [DELETE, UPDATE, TRUNCATE]
       without_where: true
       action: deny
+    - name: refunds need a human
+      target: tools
+      mcp_methods: [tools/call]
+      tool_names: [refund_*]
+      argument_path: $.amount
+      argument_pattern: ^[0-9]{4,}
+      action: approve
 
 Objects are keyed by their natural key (target ``slug``, every other kind ``name``);
 references use those keys. Secrets never appear: targets carry no credential and agents
@@ -78,7 +96,8 @@ DOCUMENT_VERSION = 1
 
 @dataclass(frozen=True)
 class Block:
-    """A nested mapping of an entry (``postgres:`` of a target): document key -> model field.
+    """A nested mapping of an entry (``postgres:``, ``mcp:`` of a target): document key ->
+    model field.
 
     Exported, and accepted on import, only for objects whose ``kind`` field is ``kind``.
     """
@@ -127,6 +146,14 @@ POSTGRES_BLOCK = Block(
     ),
     kind="postgres",
 )
+MCP_BLOCK = Block(
+    "mcp",
+    (
+        ("block_changed_tools", "mcp_block_changed_tools"),
+        ("allow_server_requests", "mcp_allow_server_requests"),
+    ),
+    kind="mcp",
+)
 
 
 KINDS: tuple[Kind, ...] = (
@@ -148,7 +175,7 @@ KINDS: tuple[Kind, ...] = (
             "retention_days",
         ),
         {"approver_group": ("approver_groups", "name")},
-        blocks=(POSTGRES_BLOCK,),
+        blocks=(POSTGRES_BLOCK, MCP_BLOCK),
     ),
     Kind("agent_groups", AgentGroup, "name", ("name", "description"), {}),
     Kind(
@@ -198,6 +225,10 @@ KINDS: tuple[Kind, ...] = (
             "without_where",
             "without_limit",
             "parameter_pattern",
+            "mcp_methods",
+            "tool_names",
+            "argument_path",
+            "argument_pattern",
             "body_pattern",
             "action",
             "approval_mode",

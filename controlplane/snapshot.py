@@ -54,6 +54,11 @@ def compile_snapshot(version: int) -> dict[str, Any]:
                 "ca_pem": t.pg_ca_pem.strip() or None,
                 "allow_plaintext": t.pg_allow_plaintext,
             }
+        elif t.kind == "mcp":
+            entry["mcp"] = {
+                "block_changed_tools": t.mcp_block_changed_tools,
+                "allow_server_requests": t.mcp_allow_server_requests,
+            }
         targets.append(entry)
     hashes: dict[int, list[str]] = {}
     for agent_id, h in AgentToken.objects.usable().values_list("agent_id", "token_hash"):
@@ -113,6 +118,10 @@ def compile_snapshot(version: int) -> dict[str, Any]:
             "without_where": r.without_where,
             "without_limit": r.without_limit,
             "parameter_pattern": r.parameter_pattern or None,
+            "mcp_methods": list(r.mcp_methods),
+            "tool_names": list(r.tool_names),
+            "argument_path": r.argument_path or None,
+            "argument_pattern": r.argument_pattern or None,
         }
         for r in AccessRule.objects.filter(is_active=True).prefetch_related(
             "agents", "agent_groups"
@@ -138,7 +147,8 @@ def compile_grants() -> list[dict[str, Any]]:
 
     Workers also ignore a grant past ``expires_at`` by their own clock, so a grant
     expires on time even before a newer snapshot drops it. ``tables`` (relation name
-    globs, empty = any) scopes SQL grants, whose ``method`` is a statement kind.
+    globs, empty = any) scopes SQL grants, whose ``method`` is a statement kind; an MCP
+    grant's ``method`` is a JSON-RPC method and its ``path_pattern`` a tool-name glob.
     """
     from approvals.models import Grant
 

@@ -52,6 +52,7 @@ from proxy_worker import dispatch
 from proxy_worker.addons.approval_gate import ApprovalGate
 from proxy_worker.addons.credential_injector import CredentialInjector
 from proxy_worker.addons.forward_gate import ForwardGate
+from proxy_worker.addons.mcp_gate import McpGate
 from proxy_worker.addons.policy_gate import PolicyGate
 from proxy_worker.addons.recorder import Recorder
 from proxy_worker.addons.request_masking import RequestMasking
@@ -109,6 +110,7 @@ def addons_for(link: ControlPlaneLink, authenticator: Authenticator | None = Non
     return [
         ForwardGate(link, authenticator),
         PolicyGate(link, authenticator),
+        McpGate(link),
         RequestMasking(link),
         ApprovalGate(link),
         CredentialInjector(),

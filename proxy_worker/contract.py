@@ -23,6 +23,7 @@ name                           type                    written by -> read by
 ``{p}:worker:<worker id>``     string (JSON), TTL      workers -> approvals sweep
 ``{p}:tokens:last_used``       hash prefix -> epoch s  workers -> celery (last-used)
 ``{p}:ca:cert``                string (PEM)            workers -> web (CA download)
+``{p}:mcp:tools:<t>:<sess>``   hash, TTL 24 h          workers <-> workers (MCP drift)
 =============================  ======================  ================================
 
 Every message carries ``"v"``, the schema version (:data:`SCHEMA_VERSION`). A reader
@@ -47,6 +48,10 @@ STREAM_MAXLEN = 1_000_000
 #: How long a decision key lives after it is written (seconds). Workers only need it
 #: while a request is held; the database keeps the decision forever.
 DECISION_TTL_SECONDS = 24 * 3600
+
+#: How long an MCP session's tool fingerprints (``Keys.mcp_tools``) live after the last
+#: write (seconds).
+MCP_TOOLS_TTL_SECONDS = 24 * 3600
 
 #: Consumer group that ingest uses on the exchanges and approvals streams.
 INGEST_GROUP = "ingest"
@@ -140,6 +145,19 @@ class Keys:
     def worker_heartbeat(self, worker_id: str) -> str:
         """A :class:`WorkerHeartbeat` refreshed by a live worker, expiring when it dies."""
         return f"{self.prefix}:worker:{worker_id}"
+
+    def mcp_tools(self, target_id: int, session: str) -> str:
+        """Hash: the tool definitions an MCP session saw first, so that every worker
+        judges drift alike (:mod:`proxy_worker.addons.mcp_gate`).
+
+        ``session`` is the ``Mcp-Session-Id`` as a key part
+        (:func:`proxy_worker.mcp.session_slot`). Fields: ``fp:<tool name>`` = the
+        :func:`proxy_worker.mcp.tool_fingerprint` first seen in the session (set with
+        ``HSETNX``, never overwritten); ``changed:<tool name>`` = ``"1"`` once a later
+        ``tools/list`` showed another fingerprint (the tool stays changed for the rest of
+        the session). Expires :data:`MCP_TOOLS_TTL_SECONDS` after the last write.
+        """
+        return f"{self.prefix}:mcp:tools:{target_id}:{session}"
 
 
 def _check_version(data: dict[str, Any], what: str) -> None:

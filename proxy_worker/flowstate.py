@@ -54,6 +54,12 @@ class FlowState:
     stream: Any = None
     #: Set once the exchange has been handed to the recorder (response or error hook).
     emitted: bool = False
+    #: What an approval request for this flow records (``ApprovalRequestMessage``):
+    #: ``"mcp"`` with the held call's ``jsonrpc_method`` and ``tool`` (set by McpGate).
+    protocol: str = "http"
+    details: dict[str, Any] = field(default_factory=dict)
+    #: McpGate's per-flow state (``proxy_worker.addons.mcp_gate.McpFlow``) on MCP targets.
+    mcp: Any = None
 
 
 def state_of(flow: http.HTTPFlow) -> FlowState:

@@ -5,16 +5,20 @@ A snapshot is one JSON document compiled by the control plane
 Everything in this module is pure: no Redis, no mitmproxy, no Django. The mitmproxy
 addons call :meth:`Policy.identify`, :meth:`Policy.resolve_target` and
 :meth:`Policy.evaluate`; the PostgreSQL listener calls :meth:`Policy.resolve_target`
-(``kind="postgres"``) and :meth:`Policy.evaluate_statement`.
+(``kind="postgres"``) and :meth:`Policy.evaluate_statement`; the MCP gate
+(``proxy_worker.addons.mcp_gate``) calls :meth:`Policy.evaluate_mcp_call` once per JSON-RPC
+call on a ``kind="mcp"`` target.
 
 Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
 
     {"v": 1, "version": 7, "generated_at": 1767225600.0,
      "targets": [{"id", "slug",
-                  "kind": "http" | "postgres" (absent = "http"),
-                  "upstream" (http: base URL; postgres: postgresql://user@host:port/db,
-                              for display only),
-                  "auth_header", "auth_scheme" (http only),
+                  "kind": "http" | "postgres" | "mcp" (absent = "http"; "mcp": an HTTP
+                          target whose upstream is an MCP server's streamable HTTP
+                          endpoint),
+                  "upstream" (http: base URL; mcp: the MCP endpoint URL;
+                              postgres: postgresql://user@host:port/db, for display only),
+                  "auth_header", "auth_scheme" (http and mcp),
                   "credential" (Fernet token or null; postgres: the upstream password),
                   "default_action", "approval_timeout", "binary_bodies",
                   "postgres" (postgres targets only): {"host", "port" (int),
@@ -22,7 +26,13 @@ Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
                       "sslmode": "disable" | "prefer" | "require" | "verify-ca"
                                  | "verify-full" (libpq's meanings),
                       "ca_pem" (PEM CA bundle or null = the system trust store),
-                      "allow_plaintext" (bool: accept agent tokens without TLS)}}],
+                      "allow_plaintext" (bool: accept agent tokens without TLS)},
+                  "mcp" (mcp targets only): {
+                      "block_changed_tools" (bool: a tool whose description or input
+                          schema changes within a session is hidden from tools/list and
+                          its calls refused; false: only flagged),
+                      "allow_server_requests" (bool: server-initiated requests reach the
+                          client; false: refused, JSON-RPC error -32601)}}],
      "agents": [{"id", "name", "owner", "token_hashes": [sha256 hex],
                  "oidc_subject" ("" = none), "group_ids": [agent group id]}],
      "agent_groups": [{"id", "name"}],
@@ -42,14 +52,24 @@ Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
                        "tables" ([glob] = any), "functions" ([glob] = any),
                        "without_where" (bool), "without_limit" (bool),
                        "parameter_pattern" (regex or null),
-                       both:
-                       "body_pattern" (regex or null: the body, or the SQL text),
+                       MCP conditions (all optional; see Policy.evaluate_mcp_call):
+                       "mcp_methods" ([] = any; JSON-RPC methods, e.g. "tools/call"),
+                       "tool_names" ([glob] = any; fnmatchcase over tools/call and
+                                     prompts/get params.name, resources/read params.uri),
+                       "argument_path" (JSONPath over params.arguments, jsonpath-ng
+                                        extended syntax, or null),
+                       "argument_pattern" (regex or null),
+                       every kind:
+                       "body_pattern" (regex or null: the body, the SQL text, or the
+                                       JSON-RPC message),
                        "action": "allow" | "deny" | "approve", "approval_timeout" (s), "reason",
                        "approval_mode": "wait" | "defer", "required_approvals" (int >= 1),
                        "retry_window" (s)}],
      "grants": [{"id", "agent_id", "target_id",
-                 "method" ("" = any; a statement kind for SQL grants),
-                 "path_pattern" (glob; "*" for SQL grants),
+                 "method" ("" = any; a statement kind for SQL grants, a JSON-RPC
+                           method for MCP grants),
+                 "path_pattern" (glob; "*" for SQL grants; a tool-name glob for MCP
+                                 grants),
                  "tables" ([glob], absent or [] = any; SQL grants only),
                  "expires_at" (Unix epoch s), "approval_id"}],
      "site_url": "https://gatehouse.example.com"}
@@ -57,7 +77,11 @@ Document shape (``v`` is :data:`proxy_worker.contract.SCHEMA_VERSION`)::
 A rule with an SQL condition never matches an HTTP request; a rule with an HTTP
 condition (``methods``, ``path_pattern`` other than ``*``, ``query_pattern``) never
 matches an SQL statement; a rule with neither matches both (by target, agent and
-``body_pattern``). Table and function globs are described in :class:`NameGlobs`.
+``body_pattern``). A rule with an MCP condition (``mcp_methods``, ``tool_names``,
+``argument_path``, ``argument_pattern``) never matches an HTTP request or an SQL
+statement, and HTTP and SQL conditions never match an MCP call; a rule with none of
+them matches MCP calls too (``body_pattern`` over the JSON-RPC message text). Table and
+function globs are described in :class:`NameGlobs`.
 
 Grants only lift the approval an ``approve`` rule would ask for (never a ``deny``), and a
 grant past ``expires_at`` is ignored by the worker's own clock even before a new
@@ -67,7 +91,9 @@ snapshot drops it. A grant with ``tables`` never covers an HTTP request.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -147,6 +173,34 @@ class PostgresUpstream:
     password: str | None = field(default=None, repr=False)
 
 
+#: Target kinds reached over HTTP: the reverse route ``/<slug>/...`` and forward mode
+#: serve both; an ``mcp`` target is an HTTP target whose upstream is an MCP server's
+#: streamable HTTP endpoint.
+HTTP_KINDS = frozenset({"http", "mcp"})
+TARGET_KINDS = frozenset({"http", "postgres", "mcp"})
+
+
+def is_http_kind(kind: str) -> bool:
+    """Whether a target of ``kind`` is served by the HTTP listeners (``http``, ``mcp``)."""
+    return kind in HTTP_KINDS
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    """An MCP target's settings (snapshot ``targets[].mcp``).
+
+    ``block_changed_tools``: a tool whose description, input schema or annotations
+    change within a session is hidden from ``tools/list`` and its calls are refused
+    (``False``: only flagged in the record). ``allow_server_requests``: requests the
+    server sends the client (``sampling/createMessage``, ``elicitation/create``,
+    ``roots/list``, ...) reach it; otherwise the gateway removes them from the stream and
+    answers the server itself with JSON-RPC error -32601.
+    """
+
+    block_changed_tools: bool = True
+    allow_server_requests: bool = False
+
+
 @dataclass(frozen=True)
 class Target:
     """An upstream reachable through the gateway: an HTTP API at ``/<slug>/`` (or by host
@@ -161,9 +215,11 @@ class Target:
     credential: str | None = None
     default_action: Action = "allow"
     approval_timeout: float = 120.0
-    #: ``"http"`` or ``"postgres"``.
+    #: ``"http"``, ``"postgres"`` or ``"mcp"`` (:data:`TARGET_KINDS`).
     kind: str = "http"
     postgres: PostgresUpstream | None = None
+    #: MCP targets only (``kind="mcp"``); ``None`` for the others.
+    mcp: McpSettings | None = None
 
     def upstream_url(self, path: str) -> str:
         """The upstream URL for a path (starting with ``/``, query included) under this target."""
@@ -232,6 +288,12 @@ class AccessRule:
     without_where: bool = False
     without_limit: bool = False
     parameter_pattern: str | None = None
+    #: MCP conditions (see :meth:`matches_mcp`): JSON-RPC methods, name globs
+    #: (case-sensitive), a JSONPath over ``params.arguments`` and a regex.
+    mcp_methods: frozenset[str] = frozenset()
+    tool_names: tuple[str, ...] = ()
+    argument_path: str | None = None
+    argument_pattern: str | None = None
     _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _query_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _body_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
@@ -240,6 +302,14 @@ class AccessRule:
     _functions: NameGlobs | None = field(init=False, repr=False, compare=False)
     _has_sql: bool = field(init=False, repr=False, compare=False)
     _has_http: bool = field(init=False, repr=False, compare=False)
+    _has_mcp: bool = field(init=False, repr=False, compare=False)
+    #: Whether :meth:`matches` / :meth:`matches_statement` can never be true (a condition
+    #: of another protocol is set): one flag for each hot path.
+    _not_http: bool = field(init=False, repr=False, compare=False)
+    _not_sql: bool = field(init=False, repr=False, compare=False)
+    _tool_res: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _arg_path: Any = field(init=False, repr=False, compare=False)
+    _arg_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -277,6 +347,30 @@ class AccessRule:
             "_has_http",
             bool(self.methods or self.path_pattern not in ("", "*") or self.query_pattern),
         )
+        object.__setattr__(
+            self,
+            "_has_mcp",
+            bool(
+                self.mcp_methods or self.tool_names or self.argument_path or self.argument_pattern
+            ),
+        )
+        object.__setattr__(self, "_not_http", self._has_sql or self._has_mcp)
+        object.__setattr__(self, "_not_sql", self._has_http or self._has_mcp)
+        object.__setattr__(
+            self,
+            "_tool_res",
+            tuple(re.compile(fnmatch.translate(g)) for g in self.tool_names if g),
+        )
+        object.__setattr__(
+            self,
+            "_arg_path",
+            _json_path(self.argument_path) if self.argument_path else None,
+        )
+        object.__setattr__(
+            self,
+            "_arg_re",
+            re.compile(self.argument_pattern) if self.argument_pattern else None,
+        )
 
     @property
     def has_sql_conditions(self) -> bool:
@@ -288,9 +382,14 @@ class AccessRule:
         """Whether any HTTP-only condition is set (then no SQL statement matches the rule)."""
         return self._has_http
 
+    @property
+    def has_mcp_conditions(self) -> bool:
+        """Whether any MCP condition is set (then no HTTP request or SQL statement matches)."""
+        return self._has_mcp
+
     def matches(self, request: RequestInfo) -> bool:
         """Whether this rule applies to ``request`` (target, agent, method, path, query, body)."""
-        if self._has_sql or (self.target_id is not None and self.target_id != request.target_id):
+        if self._not_http or (self.target_id is not None and self.target_id != request.target_id):
             return False
         if (self.agent_ids is not None or self.agent_group_ids is not None) and not (
             (self.agent_ids is not None and request.agent_id in self.agent_ids)
@@ -311,7 +410,7 @@ class AccessRule:
     def matches_statement(self, request: StatementRequest) -> bool:
         """Whether this rule applies to one SQL statement (target, agent, SQL conditions,
         ``body_pattern`` over the SQL text); never when it has an HTTP-only condition."""
-        if self._has_http or (self.target_id is not None and self.target_id != request.target_id):
+        if self._not_sql or (self.target_id is not None and self.target_id != request.target_id):
             return False
         if (self.agent_ids is not None or self.agent_group_ids is not None) and not (
             (self.agent_ids is not None and request.agent_id in self.agent_ids)
@@ -355,6 +454,91 @@ class AccessRule:
             if not any(v is not None and search(v) for v in request.parameters):
                 return False
         return self._body_re is None or bool(self._body_re.search(request.sql))
+
+    def matches_mcp(self, call: McpCall) -> bool:
+        """Whether this rule applies to one MCP call (target, agent, MCP conditions,
+        ``body_pattern`` over the JSON-RPC message text); never when it has an HTTP-only
+        or an SQL condition.
+
+        ``mcp_methods`` holds the call's JSON-RPC method; ``tool_names`` globs
+        (``fnmatchcase``) match :attr:`McpCall.name`. Argument conditions:
+        ``argument_path`` (JSONPath over the arguments) must find a value, and with
+        ``argument_pattern`` the text of a found value (strings as they are, other JSON
+        values as compact JSON) must match it (``re.search``); a pattern without a path
+        is searched in every string leaf of the arguments. Deny and approval rules read
+        "any" (one matching value is enough); allow rules read "only": every value the
+        path finds (every string leaf, for a pattern alone) must match, and there must be
+        at least one, so an allow rule for ``$.email`` matching ``@example\\.com$`` does
+        not pass a call that adds a second address elsewhere.
+        """
+        if (
+            self._has_http
+            or self._has_sql
+            or (self.target_id is not None and self.target_id != call.target_id)
+        ):
+            return False
+        if (self.agent_ids is not None or self.agent_group_ids is not None) and not (
+            (self.agent_ids is not None and call.agent_id in self.agent_ids)
+            or (
+                self.agent_group_ids is not None
+                and not self.agent_group_ids.isdisjoint(call.agent_group_ids)
+            )
+        ):
+            return False
+        if self.mcp_methods and call.method not in self.mcp_methods:
+            return False
+        if self._tool_res and not any(r.match(call.name) for r in self._tool_res):
+            return False
+        if self._arg_path is not None or self._arg_re is not None:
+            if self._arg_path is not None:
+                try:
+                    values = [m.value for m in self._arg_path.find(call.arguments)]
+                except Exception:  # a path that cannot walk these arguments finds nothing
+                    values = []
+                texts = [v if isinstance(v, str) else _compact_json(v) for v in values]
+            else:
+                texts = list(_string_leaves(call.arguments))
+            if self._arg_re is None:
+                if not texts:
+                    return False
+            else:
+                search = self._arg_re.search
+                if self.action == "allow":
+                    if not texts or not all(search(t) for t in texts):
+                        return False
+                elif not any(search(t) for t in texts):
+                    return False
+        return self._body_re is None or bool(self._body_re.search(call.text))
+
+
+@functools.lru_cache(maxsize=512)
+def _json_path(expr: str) -> Any:
+    """A parsed JSONPath (jsonpath-ng extended syntax, as masking rules use);
+    ``ValueError`` when it does not parse (a :class:`ContractError` for snapshots)."""
+    from jsonpath_ng.ext import parse
+
+    try:
+        return parse(expr)
+    except Exception as e:  # jsonpath-ng raises its own exception classes
+        raise ValueError(f"invalid JSONPath {expr!r}: {e}") from None
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _string_leaves(value: Any, depth: int = 0) -> Any:
+    """Every string value inside a JSON value (object keys excluded), depth first."""
+    if isinstance(value, str):
+        yield value
+    elif depth > 64:
+        return
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _string_leaves(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _string_leaves(v, depth + 1)
 
 
 class NameGlobs:
@@ -476,6 +660,23 @@ class Grant:
         relations = request.facts.relations
         return self._tables is None or (bool(relations) and self._tables.all_match(relations))
 
+    def matches_mcp(self, call: McpCall, now: float) -> bool:
+        """Whether this grant covers one MCP call at ``now`` (Unix epoch seconds).
+
+        MCP grants: ``method`` is a JSON-RPC method (``tools/call``; compared without
+        regard to case, as snapshots carry grant methods upper-cased) or empty for any,
+        ``path_pattern`` a glob over the tool name (resource URI, prompt name), matched
+        case-sensitively; a grant with ``tables`` never covers a call.
+        """
+        return (
+            now < self.expires_at
+            and self.agent_id == call.agent_id
+            and self.target_id == call.target_id
+            and self._tables is None
+            and (not self.method or self.method.lower() == call.method.lower())
+            and bool(self._path_re.match(call.name))
+        )
+
 
 #: Statement kinds of SQL access rules (``AccessRule.statement_kinds``), most severe first:
 #: the order that picks :attr:`SqlFacts.kind`, the worst effect of a statement.
@@ -586,6 +787,53 @@ def statement_fingerprint(
         data = value.encode("utf-8", errors="surrogateescape")
         h.update(b"V" + len(data).to_bytes(8, "big"))
         h.update(data)
+    return h.hexdigest()
+
+
+#: JSON-RPC methods access rules decide on an MCP target (one decision per call); the
+#: other messages (``initialize``, ``tools/list``, notifications, ...) are the protocol's
+#: plumbing and pass (lists filtered).
+MCP_CALL_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
+@dataclass(frozen=True)
+class McpCall:
+    """What access rules look at for one JSON-RPC call on an MCP target.
+
+    ``method`` is the JSON-RPC method (``tools/call``, ``resources/read``,
+    ``prompts/get``); ``name`` the tool name (tools/call, prompts/get ``params.name``) or
+    the resource URI (resources/read ``params.uri``); ``arguments`` is
+    ``params.arguments`` (a JSON value, ``{}`` when absent), before masking; ``text``
+    the JSON-RPC message as compact JSON (what ``body_pattern`` searches);
+    ``fingerprint`` is :func:`mcp_call_fingerprint` (computed by
+    :meth:`Policy.evaluate_mcp_call` for ``approve`` outcomes when empty).
+    """
+
+    agent_id: int
+    target_id: int
+    method: str
+    name: str
+    arguments: Any = field(default_factory=dict)
+    text: str = ""
+    agent_group_ids: frozenset[int] = frozenset()
+    fingerprint: str = ""
+
+
+def mcp_call_fingerprint(
+    *, agent_id: int, target_id: int, method: str, name: str, arguments: Any
+) -> str:
+    """SHA-256 hex digest identifying an MCP call for defer mode's "identical retry".
+
+    Covers the agent, the target, the JSON-RPC method, the name and the arguments as
+    canonical JSON (sorted keys), taken before masking; not the JSON-RPC id, which a
+    client changes on every retry. Tagged so it never collides with
+    :func:`request_fingerprint` or :func:`statement_fingerprint` digests.
+    """
+    h = hashlib.sha256(b"gatehouse-mcp\x00")
+    for part in (str(agent_id), str(target_id), method, name):
+        h.update(part.encode("utf-8", errors="surrogateescape"))
+        h.update(b"\x00")
+    h.update(hashlib.sha256(_compact_json(arguments).encode("utf-8", "surrogatepass")).digest())
     return h.hexdigest()
 
 
@@ -722,7 +970,7 @@ class Policy:
         }
         index: dict[tuple[str, int], list[tuple[str, str, Target]]] = {}
         for t in self.targets_by_id.values():
-            if t.kind != "http":  # PostgreSQL targets are not on the HTTP egress list
+            if not is_http_kind(t.kind):  # PostgreSQL targets are not on the HTTP egress list
                 continue
             origin = upstream_origin(t.upstream)
             if origin is None:
@@ -772,11 +1020,12 @@ class Policy:
                     approval_timeout=float(t.get("approval_timeout", 120)),
                     kind=str(t.get("kind") or "http"),
                     postgres=_postgres_upstream(t),
+                    mcp=_mcp_settings(t),
                 )
                 for t in doc.get("targets", [])
             ]
             for target in targets:
-                if target.kind not in ("http", "postgres"):
+                if target.kind not in TARGET_KINDS:
                     raise ContractError(f"target {target.slug}: unknown kind {target.kind!r}")
             agents_by_hash: dict[str, Agent] = {}
             agents_by_id: dict[int, Agent] = {}
@@ -818,6 +1067,10 @@ class Policy:
                     without_where=bool(r.get("without_where")),
                     without_limit=bool(r.get("without_limit")),
                     parameter_pattern=r.get("parameter_pattern") or None,
+                    mcp_methods=frozenset(str(m) for m in r.get("mcp_methods") or ()),
+                    tool_names=tuple(str(g) for g in r.get("tool_names") or ()),
+                    argument_path=r.get("argument_path") or None,
+                    argument_pattern=r.get("argument_pattern") or None,
                 )
                 for r in doc.get("access_rules", [])
             )
@@ -875,12 +1128,15 @@ class Policy:
         """The target registered under ``slug``, or ``None``.
 
         ``kind`` (``"http"``, ``"postgres"``) limits the answer to targets of that kind:
-        the HTTP reverse listener asks for ``http`` (a PostgreSQL target's slug is an
-        unknown target there), the PostgreSQL listener for ``postgres`` (the database
-        name of the agent's connection is the slug).
+        the HTTP reverse listener asks for ``http``, which MCP targets are too
+        (:func:`is_http_kind`; a PostgreSQL target's slug is an unknown target there),
+        the PostgreSQL listener for ``postgres`` (the database name of the agent's
+        connection is the slug).
         """
         target = self.targets_by_slug.get(slug)
-        if target is None or (kind is not None and target.kind != kind):
+        if target is None or kind is None:
+            return target
+        if target.kind != kind and not (kind == "http" and target.kind == "mcp"):
             return None
         return target
 
@@ -935,8 +1191,16 @@ class Policy:
 
         An ``approve`` outcome carries the first grant active at ``now`` (Unix epoch
         seconds, default the current time) that covers the request, if any.
+
+        On an MCP target the HTTP requests that carry JSON-RPC messages (and the
+        session's GET stream and DELETE) are allowed here: the access rules decide each
+        call inside them (:meth:`evaluate_mcp_call`, applied by the MCP gate), so the
+        target's default action and its rules never refuse ``initialize`` or a
+        notification as an HTTP request.
         """
         target = self.targets_by_id[request.target_id]
+        if target.kind == "mcp":
+            return AccessDecision("allow", None, float(target.approval_timeout))
         decision = AccessDecision(
             target.default_action,
             None,
@@ -1010,6 +1274,64 @@ class Policy:
             if grant.matches_statement(request, now):
                 return grant
         return None
+
+    def evaluate_mcp_call(self, call: McpCall, now: float | None = None) -> AccessDecision:
+        """Apply the access rules in order to one MCP call; the target's default action
+        when none matches (:meth:`AccessRule.matches_mcp`).
+
+        An ``approve`` outcome carries the call's fingerprint (``call.fingerprint``, else
+        :func:`mcp_call_fingerprint`) and the first grant active at ``now`` (Unix epoch
+        seconds, default the current time) that covers the call, if any
+        (:meth:`Grant.matches_mcp`). Raises ``KeyError`` for a ``target_id`` the policy
+        does not know.
+        """
+        target = self.targets_by_id[call.target_id]
+        decision = AccessDecision(
+            target.default_action,
+            None,
+            float(target.approval_timeout),
+            fingerprint=call.fingerprint,
+        )
+        for rule in self.access_rules:
+            if rule.matches_mcp(call):
+                timeout = rule.approval_timeout or target.approval_timeout
+                decision = AccessDecision(
+                    rule.action, rule, float(timeout), fingerprint=call.fingerprint
+                )
+                break
+        if decision.action != "approve":
+            return decision
+        if not decision.fingerprint:
+            fp = mcp_call_fingerprint(
+                agent_id=call.agent_id,
+                target_id=call.target_id,
+                method=call.method,
+                name=call.name,
+                arguments=call.arguments,
+            )
+            decision = replace(decision, fingerprint=fp)
+        if self.grants:
+            at = time.time() if now is None else now
+            grant = next((g for g in self.grants if g.matches_mcp(call, at)), None)
+            if grant is not None:
+                decision = replace(decision, grant=grant)
+        return decision
+
+
+def _mcp_settings(t: dict[str, Any]) -> McpSettings | None:
+    """The ``mcp`` block of a snapshot target (``None`` for other kinds; defaults when an
+    MCP target has none: changed tools blocked, server requests refused)."""
+    if (t.get("kind") or "http") != "mcp":
+        return None
+    m = t.get("mcp")
+    if m is None:
+        return McpSettings()
+    if not isinstance(m, dict):
+        raise ContractError(f"target {t.get('slug')}: the mcp block must be an object")
+    return McpSettings(
+        block_changed_tools=bool(m.get("block_changed_tools", True)),
+        allow_server_requests=bool(m.get("allow_server_requests", False)),
+    )
 
 
 def _postgres_upstream(t: dict[str, Any]) -> PostgresUpstream | None:

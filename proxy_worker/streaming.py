@@ -38,12 +38,19 @@ class MaskedStream:
             self.recorded += out[:room]
         return out
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
+        """mitmproxy's stream callable: each upstream chunk (``b""`` at the end) in, the
+        bytes to send out (``[]``: nothing now). After a masking failure the body is
+        ended once (one ``b""``, a zero-length chunk) and nothing more is sent."""
         if self.error:
-            return b""
+            return []
         try:
             if chunk:
-                return self._keep(self.masker.feed(self._decoder.feed(chunk)))
+                out = self._keep(self.masker.feed(self._decoder.feed(chunk)))
+                # Nothing to emit yet (an event not complete): emit no chunk at all.
+                # ``b""`` would be written as a zero-length chunk, which ends a chunked
+                # body (mitmproxy sends what the callable returns as one chunk).
+                return out if out else []
             tail = self._decoder.finish()
             return self._keep((self.masker.feed(tail) if tail else b"") + self.masker.finish())
         except Exception as e:  # fail closed: stop the stream rather than leak

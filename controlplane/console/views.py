@@ -67,16 +67,25 @@ def _yes(value: bool) -> str:
 
 
 def _http_cell(rule: AccessRule, value: str) -> str:
-    """An HTTP condition of a rule, "—" for SQL rules (they never match HTTP requests)."""
-    return "—" if rule.sql_conditions else value
+    """An HTTP condition of a rule, "—" for SQL and MCP rules (they never match HTTP
+    requests)."""
+    return "—" if rule.sql_conditions or rule.mcp_conditions else value
 
 
 def _sql_cell(rule: AccessRule) -> str:
     """A rule's SQL conditions; "any" when it has none (it matches statements too), "—"
-    when it has HTTP conditions (it never matches a statement)."""
+    when it has HTTP or MCP conditions (it never matches a statement)."""
     if rule.sql_conditions:
         return rule.sql_summary
-    return "—" if rule.http_conditions else "any"
+    return "—" if rule.http_conditions or rule.mcp_conditions else "any"
+
+
+def _mcp_cell(rule: AccessRule) -> str:
+    """A rule's MCP conditions; "any" when it has none (it matches MCP calls too), "—"
+    when it has HTTP or SQL conditions (it never matches an MCP call)."""
+    if rule.mcp_conditions:
+        return rule.mcp_summary
+    return "—" if rule.http_conditions or rule.sql_conditions else "any"
 
 
 RESOURCES: dict[str, Resource] = {
@@ -97,8 +106,9 @@ RESOURCES: dict[str, Resource] = {
                 ("Credential", lambda t: "set" if t.has_credential else "none"),
                 ("Retention (days)", lambda t: t.retention_days or "forever"),
             ),
-            "Upstream APIs agents reach through the proxy, at /<slug>/ or by host, and "
-            "PostgreSQL databases they reach with a PostgreSQL client (database = slug).",
+            "Upstream APIs and MCP servers agents reach through the proxy, at /<slug>/ or by "
+            "host, and PostgreSQL databases they reach with a PostgreSQL client "
+            "(database = slug).",
         ),
         Resource(
             "agents",
@@ -153,6 +163,7 @@ RESOURCES: dict[str, Resource] = {
                 ("Methods", lambda r: _http_cell(r, ", ".join(r.methods) or "any")),
                 ("Path", lambda r: _http_cell(r, r.path_pattern)),
                 ("SQL", _sql_cell),
+                ("MCP", _mcp_cell),
                 ("Action", "action"),
                 ("Active", lambda r: _yes(r.is_active)),
             ),

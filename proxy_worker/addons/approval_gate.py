@@ -29,6 +29,7 @@ import uuid
 
 from mitmproxy import http
 
+from proxy_worker import mcp
 from proxy_worker.contract import PREVIEW_LIMIT, ApprovalMode, ApprovalRequestMessage
 from proxy_worker.flowstate import APPROVAL_ID_HEADER, METADATA_KEY, answer_error, state_of
 from proxy_worker.link import ControlPlaneLink, ControlPlaneUnavailable, DeferredSlot
@@ -114,13 +115,17 @@ class ApprovalGate:
             raw, _ = fallback_mask_body(extra, raw, flow.request.headers.get("content-type"))
             url = remask_url(extra, url)
         body = raw.decode("utf-8", errors="replace")
+        method, details = flow.request.method, dict(st.details)
+        if st.protocol == mcp.PROTOCOL_MCP:  # one JSON-RPC call (McpGate)
+            details = mcp.approval_details(raw, st.details)
+            method = details.get("jsonrpc_method") or method
         return ApprovalRequestMessage(
             approval_id=approval_id,
             worker_id=self.link.worker_id,
             agent_id=st.agent.id,
             target_id=st.target.id,
             rule_id=rule.id if rule else None,
-            method=flow.request.method,
+            method=method,
             url=url,
             headers=safe_headers(flow.request.headers, st.target, self.link.record_masker),
             body=body[:PREVIEW_LIMIT],
@@ -131,6 +136,8 @@ class ApprovalGate:
             mode=mode,
             required_approvals=st.access.required_approvals,
             retry_window=st.access.retry_window if mode == "defer" else 0.0,
+            protocol=st.protocol,
+            details=details,
         )
 
     def _unavailable(self, flow: http.HTTPFlow, approval_id: str | None, e: Exception) -> None:

@@ -5,7 +5,9 @@ masked again here for every default entity type those rules did not cover
 (:meth:`ControlPlaneLink.record_masker_for`); without target masking (no rule for that
 direction, or a request refused before masking) masked here with every default type. So
 no unmasked payload is ever stored, whatever the target's rules ask for on the wire. Credentials are
-removed from headers by :func:`proxy_worker.recording.safe_headers`.
+removed from headers by :func:`proxy_worker.recording.safe_headers`. A POST to an MCP
+target is recorded as one exchange per JSON-RPC message
+(:func:`proxy_worker.addons.mcp_gate.build_exchanges`, same masking).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlencode
 
 from mitmproxy import http
 
+from proxy_worker.addons.mcp_gate import build_exchanges
 from proxy_worker.flowstate import APPROVAL_ID_HEADER, FlowState, state_of
 from proxy_worker.link import ControlPlaneLink
 from proxy_worker.masking import Masker, summarise
@@ -89,6 +92,10 @@ class Recorder:
         st.emitted = True
         if flow.response is not None and st.approval_id:
             flow.response.headers.setdefault(APPROVAL_ID_HEADER, st.approval_id)
+        if st.mcp is not None and st.mcp.records_calls:
+            for msg in build_exchanges(flow, st, self.link):
+                await self.link.record_exchange(msg)
+            return
         url, request_body = self._request_record(flow, st)
         msg = build_exchange(
             flow,

@@ -6,7 +6,9 @@ chunk as they pass (:mod:`proxy_worker.streaming`). Fails closed: a body that ca
 decoded or is too large to mask is replaced by a 502 JSON error. Buffered bodies are
 decoded with the engine's limits (:func:`~proxy_worker.masking.decode_content`: decoded
 size and decompression ratio, so a gzip bomb is refused); binary bodies are refused
-(502) unless the target's ``binary_bodies`` is ``pass``.
+(502) unless the target's ``binary_bodies`` is ``pass``. A body an earlier addon already
+streams through its own masking (McpGate, for MCP targets: each JSON-RPC message masked
+with the same engine) is left to it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class ResponseMasking:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         masker = self._masker(flow)
-        if masker is None:
+        if masker is None or state_of(flow).stream is not None:
             return
         resp = flow.response
         assert resp is not None

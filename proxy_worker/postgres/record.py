@@ -147,7 +147,8 @@ def statement_exchange(relay: Relay, r: StatementRecord) -> ExchangeMessage:
     if r.command_tag:
         details["command_tag"] = r.command_tag
         n = pq.command_tag_rows(r.command_tag)
-        if n is not None:
+        # A portal run in several Executes: the tag counts the last one's rows only.
+        if n is not None and (rm is None or rm.row_count <= n):
             details["row_count"] = n
     if r.portal_suspended:
         details["portal_suspended"] = True

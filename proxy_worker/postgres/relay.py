@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import ssl
 import struct
@@ -79,6 +80,7 @@ from proxy_worker.postgres.state import (
     RefusalExpect,
     StatementRecord,
     SyncExpect,
+    is_boundary,
 )
 from proxy_worker.postgres.types import python_codec
 from proxy_worker.postgres.upstream import MessageReader, UpstreamError, UpstreamSession, connect
@@ -90,6 +92,9 @@ log = logging.getLogger("gatehouse.postgres")
 
 #: Seconds the agent has to complete the start-up and send its password.
 STARTUP_TIMEOUT = 30.0
+#: Largest password message accepted (bytes, length word included): a token or a JWT.
+#: PostgreSQL's own limit for authentication data is 65535 (PG_MAX_AUTH_TOKEN_LENGTH).
+AUTH_MAX_MESSAGE = 65536
 #: Startup parameters passed on to the upstream (others are refused, see
 #: :data:`ALLOWED_OPTIONS` for ``-c`` settings inside ``options``).
 PASSED_PARAMETERS = frozenset(
@@ -215,6 +220,14 @@ class Relay:
         #: Stop relaying at once (a result that cannot be masked was cut off).
         self.abort = False
         self._upstream_task: asyncio.Task[None] | None = None
+        # Message relay bookkeeping (see state.Portal): segments end at Sync/Query/
+        # FunctionCall; the namespace epoch also moves at Close; ``_answered`` is set
+        # whenever the upstream loop has handled a batch of backend messages.
+        self._segment = 0
+        self._epoch = 0
+        #: Sequence number of the frontend message being handled (from 1).
+        self._seq = 0
+        self._answered = asyncio.Event()
 
     # ------------------------------------------------------------------ entry point
 
@@ -228,8 +241,9 @@ class Relay:
             pass
         except pq.ProtocolViolation as e:
             await self._fatal(e.sqlstate, str(e))
-        except (ConnectionError, asyncio.IncompleteReadError, EOFError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, EOFError) as e:
+            # The agent's socket failed (reset, or TLS broken: ssl.SSLError is an OSError).
+            log.info("connection from %s ended: %s", self.client_address, type(e).__name__)
         except Exception as e:  # fail closed: close the connection, say why
             log.exception("postgres relay failed")
             await self._fatal(
@@ -242,7 +256,10 @@ class Relay:
 
     async def _read_startup_packet(self) -> pq.StartupPacket:
         head = await self.reader.readexactly(4)
-        length = pq.startup_length(head)
+        try:
+            length = pq.startup_length(head)
+        except pq.ProtocolViolation as e:
+            raise _not_a_startup_packet(head) or e from None
         body = await self.reader.readexactly(length - 4)
         return pq.parse_startup(head + body)
 
@@ -276,6 +293,10 @@ class Relay:
                     raise pq.ProtocolViolation("received unencrypted data after SSL request")
                 self.writer.write(b"S")
                 await self.writer.drain()
+                if getattr(self.reader, "_buffer", b""):
+                    # Arrived while "S" was sent: it would be read as if it came
+                    # through TLS. No await between this check and the upgrade.
+                    raise pq.ProtocolViolation("received unencrypted data after SSL request")
                 try:
                     await self.writer.start_tls(ctx)
                 except (ssl.SSLError, OSError) as e:
@@ -315,7 +336,7 @@ class Relay:
             for k in params
             if k not in ("user", "database", "replication")
             and not k.startswith("_pq_.")
-            and k.lower() not in PASSED_PARAMETERS
+            and not _startup_parameter_allowed(k)
         ]
         if others:
             await self._fatal(
@@ -388,9 +409,8 @@ class Relay:
             self.token_hash = hash_token(credential)
         else:
             self.jwt_expires_at = _jwt_expiry(credential)
-        passed = {k: v for k, v in params.items() if k.lower() in PASSED_PARAMETERS}
+        passed = {k: v for k, v in params.items() if _startup_parameter_allowed(k)}
         self.client_params = dict(passed)
-        passed.setdefault("application_name", "")
         assert target.postgres is not None
         try:
             self.upstream = await connect(
@@ -425,9 +445,11 @@ class Relay:
         return True
 
     async def _read_client_message(self) -> tuple[int, bytes, bytes]:
+        """One frontend message during the start-up (the password), under
+        :data:`AUTH_MAX_MESSAGE`: nobody unauthenticated makes the worker buffer more."""
         if self.client_messages is None:
             self.client_messages = MessageReader(
-                self.reader, self.listener.max_message, backend=False
+                self.reader, min(AUTH_MAX_MESSAGE, self.listener.max_message), backend=False
             )
         return await self.client_messages.read()
 
@@ -439,6 +461,8 @@ class Relay:
             self.client_messages = MessageReader(
                 self.reader, self.listener.max_message, backend=False
             )
+        else:  # authenticated: from now on the listener's limit
+            self.client_messages.set_max_message(self.listener.max_message)
         upstream_task = asyncio.create_task(
             self._upstream_loop(), name=f"gatehouse-pg-up-{self.connection_id[:8]}"
         )
@@ -466,7 +490,8 @@ class Relay:
                 if isinstance(exc, pq.ProtocolViolation):
                     await self._fatal(exc.sqlstate, str(exc))
                 elif exc is not None and not isinstance(
-                    exc, ClientGone | ConnectionError | EOFError | asyncio.IncompleteReadError
+                    # OSError: a reset, or a broken TLS record (ssl.SSLError).
+                    exc, ClientGone | OSError | EOFError | asyncio.IncompleteReadError
                 ):
                     raise exc
         else:
@@ -474,7 +499,22 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await client_task
             exc = upstream_task.exception()
-            if exc is not None and not isinstance(exc, ConnectionError | EOFError):
+            if isinstance(exc, OSError | EOFError | asyncio.IncompleteReadError):
+                if self.writer.is_closing():
+                    # The agent vanished while its results were being written: stop the
+                    # statement upstream rather than let it run to its end.
+                    if self.pending:
+                        await self._cancel_upstream()
+                else:
+                    await self._upstream_gone(
+                        f"the connection to the upstream database failed: {type(exc).__name__}"
+                    )
+            elif isinstance(exc, pq.ProtocolViolation):
+                # The server's frames, not the agent's: say so (and cancel what runs).
+                if self.pending:
+                    await self._cancel_upstream()
+                await self._upstream_gone(f"the upstream database broke the protocol: {exc}")
+            elif exc is not None:
                 raise exc
 
     async def _client_loop(self) -> None:
@@ -508,30 +548,38 @@ class Relay:
         ``Terminate``."""
         assert self.upstream is not None
         up = self.upstream.writer
+        self._seq += 1
         if tag == _Q:
             await self._on_query(payload, raw)
+            self._segment += 1
+            self._epoch += 1
         elif tag == _P:
-            self._on_parse(payload, raw)
+            await self._on_parse(payload, raw)
         elif tag == _B:
             await self._on_bind(payload, raw)
         elif tag == _D:
             kind, name = pq.parse_describe(payload, self.encoding)
             target = self.statements.get(name) if kind == "S" else self.portals.get(name)
-            self.pending.append(DescribeExpect(kind, target))
+            self.pending.append(DescribeExpect(kind, target, epoch=self._epoch))
             up.write(raw)
         elif tag == _E:
-            self._on_execute(payload, raw)
+            await self._on_execute(payload, raw)
         elif tag == _S:
-            self.pending.append(SyncExpect())
+            self.pending.append(SyncExpect(segment=self._segment))
             up.write(pq.build_sync())
+            self._segment += 1
+            self._epoch += 1
         elif tag == _H:
             up.write(pq.build_flush())
         elif tag == _C:
             kind, name = pq.parse_close(payload, self.encoding)
-            self.pending.append(CloseExpect(kind, name))
+            self.pending.append(CloseExpect(kind, name, seq=self._seq))
             up.write(raw)
+            self._epoch += 1
         elif tag == _F:
             await self._on_function_call(payload, raw)
+            self._segment += 1
+            self._epoch += 1
         elif tag in (_COPY_DATA, _COPY_DONE, _COPY_FAIL):
             self._on_copy_in(tag, payload, raw)
         elif tag == _X:
@@ -541,6 +589,35 @@ class Relay:
         else:
             raise pq.ProtocolViolation(f"unexpected message type {chr(tag)!r}")
         return True
+
+    async def _settle(self) -> None:
+        """Wait until the server has answered every earlier segment.
+
+        What a named prepared statement, portal or cursor stands for is known once the
+        messages that create, replace or drop it are answered. Within one segment the
+        relay's optimistic view is exact (an error makes the server skip the rest of the
+        segment), but a message of a later segment meets the server's state whatever the
+        earlier outcome was; so a message that depends on that state waits here for those
+        answers (clients that wait for each result never do). The agent's later messages
+        are read ahead meanwhile, so a disconnect is noticed (:class:`ClientGone`).
+        """
+        if not any(is_boundary(e) for e in self.pending):
+            return
+        assert self.upstream is not None
+        await self.upstream.writer.drain()
+        watch = asyncio.ensure_future(self._read_ahead_until_gone())
+        try:
+            while not self.closed and any(is_boundary(e) for e in self.pending):
+                self._answered.clear()
+                answered = asyncio.ensure_future(self._answered.wait())
+                done, _ = await asyncio.wait({answered, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if watch in done:
+                    answered.cancel()
+                    raise ClientGone()
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
 
     # ------------------------------------------------------------------ frontend messages
 
@@ -555,6 +632,8 @@ class Relay:
     async def _on_query(self, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None
         text = pq.parse_query(payload, self.encoding)
+        if _refers_to_state(text):
+            await self._settle()
         try:
             analyses = sqlmod.analyze(text, prepared=self._prepared_view(), cursors=self.cursors)
         except sqlmod.SqlAnalysisError as e:
@@ -575,13 +654,15 @@ class Relay:
             r.started_at, r.started_perf = time.time(), time.perf_counter()
             if outcome is not None:
                 r.decision, r.approval_id, r.grant_id = outcome
-        self.pending.append(QueryExpect(records))
+        self.pending.append(QueryExpect(records, segment=self._segment, seq=self._seq))
         self.upstream.writer.write(raw)
 
     def _refuse_simple(self, refusal: Refused, record: StatementRecord) -> None:
         assert self.upstream is not None
         self._apply_refusal(record, refusal)
-        self.pending.append(RefusalExpect(refusal.frame(), simple=True, record=record))
+        self.pending.append(
+            RefusalExpect(refusal.frame(), simple=True, record=record, segment=self._segment)
+        )
         self.upstream.writer.write(pq.build_query(REFUSED_QUERY))
 
     def _apply_refusal(self, record: StatementRecord, refusal: Refused) -> None:
@@ -601,13 +682,15 @@ class Relay:
                 view[name] = st.analyses[0]
         return view
 
-    def _on_parse(self, payload: bytes, raw: bytes) -> None:
+    async def _on_parse(self, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None
         name, text, oids = pq.parse_parse(payload, self.encoding)
+        if _refers_to_state(text):
+            await self._settle()
         try:
             analyses = sqlmod.analyze(text, prepared=self._prepared_view(), cursors=self.cursors)
         except sqlmod.SqlAnalysisError as e:
-            st = PreparedStatement(name, text, [], tuple(oids), refused=True)
+            st = PreparedStatement(name, text, [], tuple(oids), refused=True, seq=self._seq)
             self.statements[name] = st
             record = StatementRecord(None, text, "UTILITY", extended=True)
             refusal = _unparseable(e)
@@ -615,15 +698,23 @@ class Relay:
             self.pending.append(RefusalExpect(refusal.frame(), record=record))
             self.upstream.writer.write(pq.build_parse(name, REFUSED_QUERY, ()))
             return
-        st = PreparedStatement(name, text, analyses, tuple(oids))
+        st = PreparedStatement(
+            name, text, analyses, tuple(oids), segment=self._segment, seq=self._seq
+        )
+        previous = self.statements.get(name)
         self.statements[name] = st
-        self.pending.append(ParseExpect(st))
+        self.pending.append(ParseExpect(st, previous))
         self.upstream.writer.write(raw)
 
     async def _on_bind(self, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None
         bind = pq.parse_bind(payload, self.encoding)
         st = self.statements.get(bind.statement)
+        if st is None or st.segment != self._segment:
+            # Not parsed in this segment: what the name stands for at the server may
+            # still change with an earlier segment's answer.
+            await self._settle()
+            st = self.statements.get(bind.statement)
         if st is None and bind.statement in self.sql_prepared:
             a = self.sql_prepared[bind.statement]
             st = PreparedStatement(bind.statement, a.sql, [a])
@@ -647,7 +738,15 @@ class Relay:
             extended=True,
             parameters=params,
         )
-        portal = Portal(bind.portal, st, analysis, params, tuple(bind.result_formats))
+        portal = Portal(
+            bind.portal,
+            st,
+            analysis,
+            params,
+            tuple(bind.result_formats),
+            segment=self._segment,
+            seq=self._seq,
+        )
         try:
             outcome = await self._decide(st.analyses, params, [record])
         except Refused as r:
@@ -656,8 +755,9 @@ class Relay:
         if outcome is not None:
             record.decision, record.approval_id, record.grant_id = outcome
         portal.record = record
+        previous = self.portals.get(bind.portal)
         self.portals[bind.portal] = portal
-        self.pending.append(BindExpect(portal))
+        self.pending.append(BindExpect(portal, previous))
         self.upstream.writer.write(raw)
 
     def _refuse_bind(
@@ -665,10 +765,20 @@ class Relay:
     ) -> None:
         assert self.upstream is not None
         self._apply_refusal(record, refusal)
-        portal = Portal(bind.portal, st, record.analysis, record.parameters, (), refused=True)
+        portal = Portal(
+            bind.portal,
+            st,
+            record.analysis,
+            record.parameters,
+            (),
+            refused=True,
+            segment=self._segment,
+            seq=self._seq,
+        )
         portal.record = record
+        restore = (bind.portal, self.portals.get(bind.portal))
         self.portals[bind.portal] = portal
-        self.pending.append(RefusalExpect(refusal.frame(), record=record))
+        self.pending.append(RefusalExpect(refusal.frame(), record=record, restore=restore))
         missing = f"gatehouse_refused_{secrets.token_hex(8)}"
         self.upstream.writer.write(pq.build_bind(bind.portal, missing, (), (), ()))
 
@@ -696,30 +806,50 @@ class Relay:
             out.append(text if text is not None else "\\x" + bytes(value).hex())
         return tuple(out)
 
-    def _on_execute(self, payload: bytes, raw: bytes) -> None:
+    async def _on_execute(self, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None
         name, _max_rows = pq.parse_execute(payload, self.encoding)
         portal = self.portals.get(name)
+        if portal is None or portal.segment != self._segment:
+            # Bound in an earlier segment (or unknown): wait for its answers, so that
+            # the portal the relay knows is the one the server will run.
+            await self._settle()
+            portal = self.portals.get(name)
+        if portal is None:
+            self._refuse_execute(name)
+            return
         up = self.upstream.writer
-        if (
-            portal is not None
-            and not portal.refused
-            and portal.fields is None
-            and not portal.no_data
+        if not portal.refused and (
+            portal.described_epoch != self._epoch or (portal.fields is None and not portal.no_data)
         ):
-            # Learn the result's columns, types and formats before any row arrives.
-            self.pending.append(DescribeExpect("P", portal, internal=True))
+            # Learn the result's columns, types and formats before any row arrives (again
+            # after anything that could have replaced the portal at the server).
+            self.pending.append(DescribeExpect("P", portal, internal=True, epoch=self._epoch))
             up.write(pq.build_describe("P", name))
-        if portal is not None and portal.record is not None and not portal.refused:
+        if portal.record is not None and not portal.refused:
             r = portal.record
             if not r.portal_suspended:
                 r.started_at, r.started_perf = time.time(), time.perf_counter()
-        self.pending.append(
-            ExecuteExpect(portal)
-            if portal is not None
-            else ExecuteExpect(Portal(name, None, None, (), (), refused=True))
-        )
+        self.pending.append(ExecuteExpect(portal, seq=self._seq))
         up.write(raw)
+
+    def _refuse_execute(self, name: str) -> None:
+        """``Execute`` of a portal this connection did not bind through the protocol: a
+        cursor declared in SQL (or opened by a function) runs only through ``FETCH``,
+        which access rules see; the placeholder names a portal that does not exist."""
+        assert self.upstream is not None
+        if name in self.cursors:
+            refusal = Refused(
+                "0A000",
+                f"Gatehouse runs the cursor {name!r} only through FETCH, not the Execute message",
+            )
+        else:
+            refusal = Refused("34000", f'portal "{name}" does not exist')
+        record = StatementRecord(None, f"-- execute portal {name}", "CURSOR", extended=True)
+        self._apply_refusal(record, refusal)
+        self.pending.append(RefusalExpect(refusal.frame(), record=record))
+        missing = f"gatehouse_refused_{secrets.token_hex(8)}"
+        self.upstream.writer.write(pq.build_execute(missing))
 
     async def _on_function_call(self, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None and self.target is not None
@@ -755,11 +885,12 @@ class Relay:
         if outcome is not None:
             record.decision, record.approval_id, record.grant_id = outcome
         record.started_at, record.started_perf = time.time(), time.perf_counter()
-        self.pending.append(FunctionCallExpect(record))
+        self.pending.append(FunctionCallExpect(record, segment=self._segment))
         self.upstream.writer.write(raw)
 
     def _on_copy_in(self, tag: int, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None
+        log.warning("DEBUGCOPY in tag=%r len=%d masker=%r", chr(tag), len(payload), self.copy_in_masker is not None)
         if tag == _COPY_DATA and self.copy_in_masker is not None:
             with contextlib.suppress(Exception):
                 self.copy_in_masker.sample_in(payload)
@@ -767,6 +898,7 @@ class Relay:
             if tag == _COPY_DONE and self.copy_in_masker is not None:
                 with contextlib.suppress(Exception):
                     self.copy_in_masker.finish_in()
+                log.warning("DEBUGCOPY error=%r rows=%r", self.copy_in_masker.error, self.copy_in_masker.row_count)
             self.copy_in = self.copy_in_masker = None
         self.upstream.writer.write(raw)
 
@@ -788,11 +920,13 @@ class Relay:
                 agent = None
         if agent is None or agent.id != self.agent.id:
             self.closed = True
-            raise Refused("28000", "the agent's token is no longer valid (revoked or expired)")
+            raise _SessionRefused(
+                "28000", "the agent's token is no longer valid (revoked or expired)"
+            )
         target = policy.targets_by_id.get(self.target.id)
         if target is None or target.kind != "postgres":
             self.closed = True
-            raise Refused("3D000", f"the target {self.target.slug!r} no longer exists")
+            raise _SessionRefused("3D000", f"the target {self.target.slug!r} no longer exists")
         return policy, agent, target
 
     async def _decide(
@@ -832,7 +966,13 @@ class Relay:
             decision = policy.evaluate_statement(req)
             rec_i = records[i] if i < len(records) else records[-1]
             rec_i.rule_id = decision.rule_id
-            if fastpath and decision.rule is None and decision.action != "deny":
+            if (
+                fastpath
+                and decision.action != "deny"
+                and (decision.rule is None or "FASTPATH" not in decision.rule.statement_kinds)
+            ):
+                # Only a rule naming the kind FASTPATH lets a function call through (or
+                # asks for approval): not the default action, nor a rule for anything.
                 raise Refused(
                     "42501",
                     "the function-call protocol is refused unless an access rule allows the "
@@ -867,6 +1007,9 @@ class Relay:
             approval_id = await self._defer(decision, statements, params, i)
         else:
             approval_id = await self._hold(decision, statements, params, i, records)
+            # The wait can be long: a token revoked (or a target removed) meanwhile
+            # ends the connection rather than run the approved statement.
+            self._current_policy()
         return ("approved", approval_id, None)
 
     def _approval_message(
@@ -949,7 +1092,15 @@ class Relay:
             hold.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await hold
+            if watch in done and not watch.cancelled() and watch.exception() is not None:
+                raise watch.exception()  # the agent broke the protocol while it waited
             if self._client_eof:
+                # Nothing ran, but the statement was asked for: keep it in the record.
+                for r in records:
+                    r.status, r.sqlstate, r.decision = 499, "57014", "expired"
+                    r.error = "the agent disconnected while the statement waited for approval"
+                    r.approval_id, r.rule_id = approval_id, decision.rule_id
+                    self._finish(r)
                 raise ClientGone()
             raise Refused(
                 "57014",
@@ -1080,6 +1231,7 @@ class Relay:
             if not batch:
                 if not self.terminated:
                     await self._upstream_gone("the upstream database closed the connection")
+                self._answered.set()
                 return
             i, n = 0, len(batch)
             while i < n:
@@ -1108,6 +1260,7 @@ class Relay:
             if out:
                 self.writer.write(b"".join(out))
                 out = []
+            self._answered.set()
             await self.writer.drain()
             if self.abort or (self.closed and not self.pending):
                 return
@@ -1130,25 +1283,27 @@ class Relay:
                 r = head.current
                 if r is not None:
                     self._statement_done(r, tagtext)
-                    self._after_statement(r, tagtext)
+                    self._after_statement(r, head.seq)
                 head.index += 1
             elif isinstance(head, ExecuteExpect):
                 self.pending.popleft()
                 r = head.portal.record
                 if r is not None:
                     self._statement_done(r, tagtext)
-                    self._after_statement(r, tagtext)
+                    self._after_statement(r, head.seq)
             elif isinstance(head, FunctionCallExpect):
                 pass
             return raw
         if tag == 90:  # 'Z' ReadyForQuery
             self.transaction_status = pq.parse_ready_for_query(payload)
+            segment = self._segment
             if isinstance(head, (QueryExpect, SyncExpect, FunctionCallExpect, RefusalExpect)):
                 self.pending.popleft()
+                segment = head.segment
                 if isinstance(head, FunctionCallExpect):
                     self._finish(head.record)
             if self.transaction_status == "I":
-                self._transaction_ended()
+                self._transaction_ended(segment)
             return _FLUSH_THEN_Z
         if tag == 69:  # 'E' ErrorResponse
             return self._on_error(head, payload, raw)
@@ -1156,8 +1311,10 @@ class Relay:
             fields = pq.parse_row_description(payload, self.encoding)
             if isinstance(head, DescribeExpect):
                 self.pending.popleft()
-                if isinstance(head.target, Portal | PreparedStatement):
+                if isinstance(head.target, PreparedStatement):
                     head.target.fields = fields
+                elif isinstance(head.target, Portal):
+                    self._described(head.target, fields, head.epoch)
                 if head.internal:
                     return None
             elif isinstance(head, QueryExpect) and head.current is not None:
@@ -1171,7 +1328,7 @@ class Relay:
             if isinstance(head, DescribeExpect):
                 self.pending.popleft()
                 if isinstance(head.target, Portal):
-                    head.target.no_data = True
+                    self._described(head.target, None, head.epoch)
                 if head.internal:
                     return None
             return raw
@@ -1182,6 +1339,8 @@ class Relay:
         if tag == 49:  # '1' ParseComplete
             if isinstance(head, ParseExpect):
                 self.pending.popleft()
+                if head.statement.name:
+                    self.sql_prepared.pop(head.statement.name, None)
             return raw
         if tag == 50:  # '2' BindComplete
             if isinstance(head, BindExpect):
@@ -1190,12 +1349,14 @@ class Relay:
         if tag == 51:  # '3' CloseComplete
             if isinstance(head, CloseExpect):
                 self.pending.popleft()
+                # One namespace each: protocol statements and SQL PREPARE, protocol
+                # portals and SQL cursors.
                 if head.kind == "S":
-                    self.statements.pop(head.name, None)
+                    self._drop_statement(head.name, head.seq)
+                    self.sql_prepared.pop(head.name, None)
                 else:
-                    p = self.portals.pop(head.name, None)
-                    if p is not None and p.record is not None and p.record.portal_suspended:
-                        self._finish(p.record)
+                    self._drop_portal(head.name, head.seq)
+                    self.cursors.pop(head.name, None)
             return raw
         if tag == 73:  # 'I' EmptyQueryResponse
             if isinstance(head, QueryExpect):
@@ -1236,29 +1397,39 @@ class Relay:
         if tag in (71, 72):  # 'G' CopyInResponse, 'H' CopyOutResponse
             r = self._current_record(head)
             overall, formats = pq.parse_copy_response(payload)
-            if r is not None:
-                await self._start_copy(r, tag == 71, overall, formats)
+            log.warning("DEBUGCOPY head=%r r=%r", type(head), r is not None)
+            if r is None:
+                if tag == 71:
+                    return raw  # nothing leaves the database through COPY FROM
+                return await self._unexpected_result("COPY data")
+            await self._start_copy(r, tag == 71, overall, formats)
             return raw
         if tag == 100:  # 'd' CopyData (COPY TO)
             r = self._current_record(head)
-            if r is not None and r.copy_masker is not None:
-                try:
-                    masked = r.copy_masker.mask_chunk(payload)
-                except RowRefused as e:
-                    return await self._refuse_rows(r, e)
-                if masked != payload:
-                    return pq.frame(b"d", masked)
+            if r is None or r.copy_masker is None:
+                # Fail closed: data Gatehouse cannot attribute to a statement.
+                return await self._unexpected_result("COPY data")
+            try:
+                masked = r.copy_masker.mask_chunk(payload)
+            except RowRefused as e:
+                return await self._refuse_rows(r, e)
+            if masked != payload:
+                return pq.frame(b"d", masked)
             return raw
         if tag == 99:  # 'c' CopyDone
             r = self._current_record(head)
-            if r is not None and r.copy_masker is not None and r.copy is not None:
-                if r.copy.get("direction") == "out":
-                    try:
-                        rest = r.copy_masker.finish()
-                    except RowRefused as e:
-                        return await self._refuse_rows(r, e)
-                    if rest:
-                        return pq.frame(b"d", rest) + raw
+            if (
+                r is not None
+                and r.copy_masker is not None
+                and r.copy is not None
+                and r.copy.get("direction") == "out"
+            ):
+                try:
+                    rest = r.copy_masker.finish()
+                except RowRefused as e:
+                    return await self._refuse_rows(r, e)
+                if rest:
+                    return pq.frame(b"d", rest) + raw
             return raw
         if tag == 86:  # 'V' FunctionCallResponse
             masked = self._mask_function_result(payload)
@@ -1286,6 +1457,7 @@ class Relay:
                 self.pending.popleft()
                 if head.record is not None:
                     self._finish(head.record)
+                self._undo(head)
                 self._skip_to_sync()
             return head.error
         masked = self._mask_error_fields(payload)
@@ -1310,8 +1482,7 @@ class Relay:
                 r.status, r.sqlstate = 400, fields.get("C", "")
                 r.error = self._masked_text(fields.get("M", ""))
                 self._finish(r)
-            if isinstance(head, ParseExpect):
-                head.statement.refused = True
+            self._undo(head)
             self._skip_to_sync()
         if fields.get("S") in ("FATAL", "PANIC") or fields.get("V") in ("FATAL", "PANIC"):
             self.closed = True
@@ -1319,19 +1490,75 @@ class Relay:
 
     def _skip_to_sync(self) -> None:
         """After an error in the extended protocol the server skips every message until
-        ``Sync``: drop their expectations (portals bound then were never created)."""
+        ``Sync``: drop their expectations (what they would have created or replaced at the
+        server was not, so the relay's names go back to what they stood for before)."""
+        skipped = []
         while self.pending and not isinstance(self.pending[0], SyncExpect):
             e = self.pending.popleft()
-            if isinstance(e, BindExpect):
-                self.portals.pop(e.portal.name, None)
-            elif isinstance(e, ParseExpect):
-                e.statement.refused = True
-            elif isinstance(e, RefusalExpect) and e.record is not None:
+            skipped.append(e)
+            if isinstance(e, RefusalExpect) and e.record is not None:
                 e.record.finished = True  # never reached the server: not a statement run
+        for e in reversed(skipped):  # the latest change of a name is undone first
+            self._undo(e)
 
-    def _transaction_ended(self) -> None:
-        """Portals live until the end of their transaction: record suspended ones."""
+    def _undo(self, e: Expect) -> None:
+        """The server refused or skipped ``e``: forget what it would have created."""
+        if isinstance(e, ParseExpect):
+            e.statement.refused = True
+            name = e.statement.name
+            if self.statements.get(name) is e.statement:
+                if e.previous is None:
+                    del self.statements[name]
+                else:
+                    self.statements[name] = e.previous
+        elif isinstance(e, BindExpect):
+            self._restore_portal(e.portal.name, e.portal, e.previous)
+        elif isinstance(e, RefusalExpect) and e.restore is not None:
+            name, previous = e.restore
+            current = self.portals.get(name)
+            if current is not None and current.refused:
+                self._restore_portal(name, current, previous)
+
+    def _restore_portal(self, name: str, portal: Portal, previous: Portal | None) -> None:
+        if self.portals.get(name) is not portal:
+            return
+        if previous is None:
+            del self.portals[name]
+        else:
+            self.portals[name] = previous
+
+    def _drop_portal(self, name: str, seq: int) -> None:
+        """Message ``seq`` closed portal ``name`` at the server (a suspended statement's
+        record is then done); a portal bound by a later message, already sent, stays."""
+        p = self.portals.get(name)
+        if p is None or p.seq > seq:
+            return
+        del self.portals[name]
+        if p.record is not None and p.record.portal_suspended:
+            self._finish(p.record)
+
+    def _drop_statement(self, name: str, seq: int) -> None:
+        """Message ``seq`` dropped prepared statement ``name`` (see :meth:`_drop_portal`)."""
+        st = self.statements.get(name)
+        if st is not None and st.seq <= seq:
+            del self.statements[name]
+
+    def _described(self, portal: Portal, fields: tuple[Any, ...] | None, epoch: int) -> None:
+        """The server described ``portal`` (``fields`` ``None``: ``NoData``)."""
+        portal.fields = fields
+        portal.no_data = fields is None
+        portal.described_epoch = epoch
+        r = portal.record
+        if r is not None and r.row_masker is not None and tuple(r.row_masker.fields) != fields:
+            r.row_masker = None  # the next rows are masked with the new description
+
+    def _transaction_ended(self, segment: int) -> None:
+        """Portals live until the end of their transaction: the ``ReadyForQuery`` of
+        ``segment`` ended one, so the portals bound up to it are gone (record suspended
+        ones); those bound in later segments, already sent, are not."""
         for name, p in list(self.portals.items()):
+            if p.segment > segment:
+                continue
             if p.record is not None and p.record.portal_suspended and not p.record.finished:
                 self._finish(p.record)
             del self.portals[name]
@@ -1341,29 +1568,43 @@ class Relay:
         r.portal_suspended = False
         self._finish(r)
 
-    def _after_statement(self, r: StatementRecord, tag: str) -> None:
-        """Keep SQL-level prepared statements and cursors known after they succeed."""
+    def _after_statement(self, r: StatementRecord, seq: int) -> None:
+        """Keep SQL-level prepared statements and cursors known after they succeed
+        (``seq``: the frontend message that ran the statement)."""
         a = r.analysis
         if a is None:
             return
+        # SQL PREPARE/DEALLOCATE and the protocol's Parse/Close share one namespace of
+        # prepared statements; SQL DECLARE/CLOSE and the protocol's portals one of portals.
         if a.prepares and a.prepared is not None:
             self.sql_prepared[a.prepares] = a.prepared
+            self._drop_statement(a.prepares, seq)
         if a.declares:
             self.cursors[a.declares] = a
+            self._drop_portal(a.declares, seq)
         if a.closes:
             if a.closes == "ALL":
                 self.cursors.clear()
+                for name in list(self.portals):
+                    self._drop_portal(name, seq)
             else:
                 self.cursors.pop(a.closes, None)
+                self._drop_portal(a.closes, seq)
         if a.deallocates:
             if a.deallocates == "ALL":
                 self.sql_prepared.clear()
+                for name in [k for k in self.statements if k]:
+                    self._drop_statement(name, seq)
             else:
                 self.sql_prepared.pop(a.deallocates, None)
+                self._drop_statement(a.deallocates, seq)
         if a.discards_all:
             self.sql_prepared.clear()
             self.cursors.clear()
-            self.statements = {k: v for k, v in self.statements.items() if k == ""}
+            for name in [k for k in self.statements if k]:
+                self._drop_statement(name, seq)
+            for name in list(self.portals):
+                self._drop_portal(name, seq)
         if a.transaction in ("commit", "rollback", "prepare") and self.cursors:
             pass  # non-holdable cursors end with the transaction; ReadyForQuery('I') says when
         if "DDL" in a.facts.kinds and self.target is not None:
@@ -1439,7 +1680,8 @@ class Relay:
         head = self._head()
         r = self._current_record(head)
         if r is None:
-            return [m[2] for m in msgs]
+            # Rows Gatehouse cannot attribute to a statement it let through: fail closed.
+            return [await self._unexpected_result("result rows")]
         if r.row_masker is None:
             fields = None
             if isinstance(head, ExecuteExpect):
@@ -1466,6 +1708,16 @@ class Relay:
             m[2] if new is old else pq.frame(b"D", new)
             for m, old, new in zip(msgs, payloads, masked, strict=True)
         ]
+
+    async def _unexpected_result(self, what: str) -> bytes:
+        """Result data with no statement of this connection expecting it (never relayed):
+        recorded as a refusal, and the connection is closed like :meth:`_refuse_rows`."""
+        if self.abort:
+            return b""
+        r = StatementRecord(None, "", "UTILITY", extended=False)
+        return await self._refuse_rows(
+            r, RowRefused("08P01", f"{what} arrived for no statement Gatehouse relayed")
+        )
 
     async def _refuse_rows(self, r: StatementRecord, e: RowRefused) -> bytes:
         """A result Gatehouse cannot mask: the statement is cancelled upstream, the agent
@@ -1643,6 +1895,18 @@ class Relay:
         except (OSError, RuntimeError, TimeoutError, ConnectionError):
             pass
 
+    async def shutdown(self, message: str) -> None:
+        """The worker is stopping: FATAL 57P01 (admin_shutdown) to the agent, its
+        connection closed, and what it started upstream cancelled. Never raises; the
+        relay's tasks then end by themselves (and record what was pending)."""
+        self.closed = True
+        await self._fatal("57P01", message)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        if self.pending:
+            with contextlib.suppress(Exception):
+                await self._cancel_upstream()
+
     async def _close(self) -> None:
         self.closed = True
         for e in list(self.pending):
@@ -1672,6 +1936,16 @@ def _parameter_oids(payload: bytes) -> tuple[int, ...]:
     return struct.unpack_from(f"!{n}I", payload, 2)
 
 
+#: Words of statements whose meaning depends on the connection's named objects.
+_STATE_WORDS = re.compile(r"\b(?:execute|fetch|move)\b", re.IGNORECASE)
+
+
+def _refers_to_state(text: str) -> bool:
+    """Whether SQL ``text`` may ``EXECUTE`` a prepared statement or ``FETCH``/``MOVE``
+    in a cursor (a cheap over-approximation: the analysis then needs settled state)."""
+    return _STATE_WORDS.search(text) is not None
+
+
 def _unparseable(e: Exception) -> Refused:
     return Refused(
         "42601",
@@ -1687,6 +1961,20 @@ def _first_record_for(records: list[StatementRecord], r: Refused) -> StatementRe
     return records[0]
 
 
+class _SessionRefused(Refused):
+    """A refusal that ends the connection (the agent's token was revoked, its target
+    removed): reported with severity FATAL, as PostgreSQL reports a session it ends."""
+
+    def frame(self) -> bytes:
+        return pq.build_error(
+            self.message,
+            sqlstate=self.sqlstate,
+            detail=self.detail,
+            hint=self.hint,
+            severity="FATAL",
+        )
+
+
 def _verdict_refusal(verdict: Any, approval_id: str, rule_id: int | None) -> Refused:
     denied = verdict.verdict == "denied"
     who = f" by {', '.join(verdict.decided_by)}" if verdict.decided_by else ""
@@ -1699,6 +1987,38 @@ def _verdict_refusal(verdict: Any, approval_id: str, rule_id: int | None) -> Ref
         approval_id=approval_id,
         rule_id=rule_id,
     )
+
+
+#: First bytes of HTTP requests (RFC 9110 methods, and HTTP/2's connection preface).
+_HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"PRI ")
+
+
+def _not_a_startup_packet(head: bytes) -> pq.ProtocolViolation | None:
+    """A clearer refusal for first bytes that are no start-up packet length but
+    something recognisable (an HTTP request, a TLS handshake without ``SSLRequest``, a
+    protocol message sent too early); ``None`` when they are plain garbage."""
+    if head in _HTTP_STARTS:
+        return pq.ProtocolViolation(
+            "an HTTP request was received on the PostgreSQL port: connect with a "
+            "PostgreSQL client (Gatehouse's HTTP proxy listens on another port)"
+        )
+    if head[:1] == b"\x16" and head[1:2] == b"\x03":
+        return pq.ProtocolViolation(
+            "TLS handshake without SSLRequest: Gatehouse does not accept direct TLS, "
+            "connect with sslnegotiation=postgres (libpq's default)"
+        )
+    if head[0] in pq.FRONTEND_TAGS and head[1:3] == b"\0\0":
+        return pq.ProtocolViolation(f"a {chr(head[0])!r} message before the start-up packet")
+    return None
+
+
+def _startup_parameter_allowed(name: str) -> bool:
+    """Whether a startup parameter is passed on to the upstream: the connection
+    parameters of :data:`PASSED_PARAMETERS`, and the settings an agent may also give in
+    ``options`` (:data:`ALLOWED_OPTIONS`), which drivers such as asyncpg send as
+    parameters of their own (``server_settings``)."""
+    key = name.lower()
+    return key in PASSED_PARAMETERS or key in ALLOWED_OPTIONS
 
 
 def _disallowed_options(options: str) -> str | None:

@@ -72,20 +72,28 @@ class PostgresListener:
             self._accept, self.host, self.port, limit=256 * 1024, reuse_address=True
         )
 
-    async def stop(self) -> None:
-        """Stop accepting, tell every agent the worker is shutting down, close everything."""
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop accepting, tell every agent the worker is shutting down, close everything.
+
+        Each connected agent gets a FATAL ``ErrorResponse`` 57P01 (admin_shutdown, as
+        PostgreSQL sends on a fast shutdown); connections then have ``grace`` seconds to
+        end (their statements cancelled upstream, exchanges recorded) before their tasks
+        are cancelled.
+        """
         if self._server is not None:
             self._server.close()
-        for relay in list(self._relays):
+        relays = list(self._relays)
+        for relay in relays:
             with contextlib.suppress(Exception):
-                await relay._fatal("57P01", "terminating connection: the gateway is shutting down")
-            with contextlib.suppress(Exception):
-                relay.writer.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await relay.shutdown("terminating connection: the gateway is shutting down")
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
         for c in list(self._catalogs.values()):
             with contextlib.suppress(Exception):
                 await c.close()
@@ -110,6 +118,10 @@ class PostgresListener:
             self._tasks.add(task)
         try:
             await relay.run()
+        except asyncio.CancelledError:
+            # Cancelled by stop() after its grace period: end quietly (asyncio's stream
+            # callback would log a cancelled connection task as an error).
+            pass
         finally:
             self._relays.discard(relay)
             if task is not None:

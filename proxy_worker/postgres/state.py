@@ -62,11 +62,24 @@ class PreparedStatement:
     param_oids: tuple[int, ...] = ()
     fields: tuple[FieldDescription, ...] | None = None
     refused: bool = False
+    #: The relay's segment (see :class:`Portal`) the ``Parse`` was sent in, and the
+    #: sequence number of that message.
+    segment: int = 0
+    seq: int = 0
 
 
 @dataclass
 class Portal:
-    """A bound portal (``Bind``): the statement, parameters, decision and result shape."""
+    """A bound portal (``Bind``): the statement, parameters, decision and result shape.
+
+    ``segment``: the relay's count of ``Sync``/``Query``/``FunctionCall`` messages sent
+    before the ``Bind`` (an error makes the server skip the rest of a segment, so what a
+    later message of the same segment meets is known). ``described_epoch``: the relay's
+    count of messages that can change the portal namespace (``Query``, ``Close``,
+    ``Sync``, ``FunctionCall``) when the ``Describe`` whose answer set ``fields`` /
+    ``no_data`` was sent: an ``Execute`` in a later epoch describes the portal again, so
+    rows are always masked with the description of the portal the server runs.
+    """
 
     name: str
     statement: PreparedStatement | None
@@ -78,6 +91,10 @@ class Portal:
     fields: tuple[FieldDescription, ...] | None = None
     no_data: bool = False
     record: StatementRecord | None = None
+    segment: int = 0
+    described_epoch: int = -1
+    #: Sequence number of the ``Bind`` (frontend messages are numbered from 1).
+    seq: int = 0
 
 
 # --- expectations ------------------------------------------------------------------------
@@ -97,6 +114,10 @@ class QueryExpect(Expect):
 
     records: list[StatementRecord]
     index: int = 0
+    #: The relay's segment this message ends (see :class:`Portal`), and its sequence
+    #: number (what its statements drop was created by earlier messages only).
+    segment: int = 0
+    seq: int = 0
     extended = False
 
     @property
@@ -108,11 +129,15 @@ class QueryExpect(Expect):
 class RefusalExpect(Expect):
     """A placeholder Gatehouse sent instead of a refused message: the server's error for
     it is replaced by ``error`` (a whole ``ErrorResponse`` frame). ``simple``: it was a
-    ``Query`` (then ``ReadyForQuery`` follows and is consumed here too)."""
+    ``Query`` (then ``ReadyForQuery`` follows and is consumed here too). ``restore``:
+    for a refused ``Bind``, the portal the relay knew by that name before (the server
+    still has it: the placeholder fails before replacing anything)."""
 
     error: bytes
     simple: bool = False
     record: StatementRecord | None = None
+    restore: tuple[str, Portal | None] | None = None
+    segment: int = 0
 
     @property
     def extended(self) -> bool:  # type: ignore[override]
@@ -121,12 +146,19 @@ class RefusalExpect(Expect):
 
 @dataclass
 class ParseExpect(Expect):
+    """A ``Parse``; ``previous``: the statement the relay knew by that name before (put
+    back when the server refuses or skips the ``Parse``: it then keeps the old one)."""
+
     statement: PreparedStatement
+    previous: PreparedStatement | None = None
 
 
 @dataclass
 class BindExpect(Expect):
+    """A ``Bind``; ``previous`` as for :class:`ParseExpect`, for the portal's name."""
+
     portal: Portal
+    previous: Portal | None = None
 
 
 @dataclass
@@ -135,25 +167,41 @@ class DescribeExpect(Expect):
     target: PreparedStatement | Portal | None
     #: Injected by Gatehouse to learn a portal's result shape: the answer is not relayed.
     internal: bool = False
+    #: The relay's namespace epoch when it was sent (see :class:`Portal`).
+    epoch: int = 0
 
 
 @dataclass
 class ExecuteExpect(Expect):
     portal: Portal
+    seq: int = 0
 
 
 @dataclass
 class CloseExpect(Expect):
     kind: str
     name: str
+    seq: int = 0
 
 
 @dataclass
 class SyncExpect(Expect):
-    pass
+    #: The relay's segment this ``Sync`` ends (see :class:`Portal`).
+    segment: int = 0
 
 
 @dataclass
 class FunctionCallExpect(Expect):
     record: StatementRecord
+    segment: int = 0
     extended = False
+
+
+#: Expectations that end a segment: after an error the server resumes after them.
+BOUNDARIES = (QueryExpect, SyncExpect, FunctionCallExpect)
+
+
+def is_boundary(e: Expect) -> bool:
+    """Whether ``e`` ends a segment (a ``Sync``, or a simple ``Query``/``FunctionCall``,
+    refused or not)."""
+    return isinstance(e, BOUNDARIES) or (isinstance(e, RefusalExpect) and e.simple)

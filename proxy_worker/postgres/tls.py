@@ -16,6 +16,7 @@ target's CA bundle) replaces the system trust store when given.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
 import os
@@ -24,6 +25,7 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger("gatehouse.postgres.tls")
@@ -34,6 +36,10 @@ SSLMODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 #: File names of the issued server certificate and key inside the CA directory.
 SERVER_CERT_FILE = "gatehouse-pg-server.pem"
 SERVER_KEY_FILE = "gatehouse-pg-server-key.pem"
+#: The CA certificate of mitmproxy's store (the one agents get as ``sslrootcert``).
+CA_CERT_FILE = "mitmproxy-ca-cert.pem"
+#: An issued certificate this close to its expiry is issued anew at start-up.
+RENEW_BEFORE = datetime.timedelta(days=7)
 
 
 def default_hostnames() -> list[str]:
@@ -60,7 +66,8 @@ def issue_server_certificate(ca_dir: str | Path, hostnames: list[str]) -> tuple[
 
     The CA is mitmproxy's certificate store in ``ca_dir`` (created if missing, as the
     forward listener does). The certificate and its key are written next to it (key
-    0600) and reused while they cover the same names. Returns ``(cert path, key path)``.
+    0600) and reused while they cover the same names, are not about to expire and were
+    signed by that CA. Returns ``(cert path, key path)``.
     """
     from mitmproxy import certs
 
@@ -68,18 +75,8 @@ def issue_server_certificate(ca_dir: str | Path, hostnames: list[str]) -> tuple[
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = base / SERVER_CERT_FILE, base / SERVER_KEY_FILE
     wanted = sorted(set(hostnames))
-    if cert_path.exists() and key_path.exists():
-        try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            have = sorted(
-                {str(v) for v in san.get_values_for_type(x509.IPAddress)}
-                | set(san.get_values_for_type(x509.DNSName))
-            )
-            if have == sorted({str(ipaddress.ip_address(n)) if _is_ip(n) else n for n in wanted}):
-                return cert_path, key_path
-        except (ValueError, x509.ExtensionNotFound):
-            pass
+    if _reusable(cert_path, key_path, base / CA_CERT_FILE, wanted):
+        return cert_path, key_path
     store = certs.CertStore.from_store(base, "mitmproxy", 2048)
     entry = store.get_cert(wanted[0], _general_names(wanted), "Gatehouse")
     chain = entry.cert.to_pem()
@@ -93,6 +90,31 @@ def issue_server_certificate(ca_dir: str | Path, hostnames: list[str]) -> tuple[
         f.write(key_pem)
     cert_path.write_bytes(chain)
     return cert_path, key_path
+
+
+def _reusable(cert_path: Path, key_path: Path, ca_path: Path, wanted: list[str]) -> bool:
+    """Whether the certificate issued earlier still serves: it covers exactly ``wanted``,
+    is valid for at least :data:`RENEW_BEFORE` more, and was signed by the CA now in the
+    directory (a regenerated CA makes every earlier certificate worthless to clients)."""
+    if not (cert_path.exists() and key_path.exists() and ca_path.exists()):
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = sorted(
+            {str(v) for v in san.get_values_for_type(x509.IPAddress)}
+            | set(san.get_values_for_type(x509.DNSName))
+        )
+        if have != sorted({str(ipaddress.ip_address(n)) if _is_ip(n) else n for n in wanted}):
+            return False
+        now = datetime.datetime.now(datetime.UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc - RENEW_BEFORE:
+            return False
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    return True
 
 
 def _is_ip(name: str) -> bool:

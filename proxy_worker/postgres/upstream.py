@@ -55,12 +55,17 @@ class MessageReader:
 
     def __init__(self, reader: asyncio.StreamReader, max_message: int, *, backend: bool) -> None:
         self.reader = reader
-        self.splitter = pq.MessageSplitter(
-            max_message=max_message,
-            allowed_tags=pq.BACKEND_TAGS if backend else pq.FRONTEND_TAGS,
-        )
+        self._tags = pq.BACKEND_TAGS if backend else pq.FRONTEND_TAGS
+        self.splitter = pq.MessageSplitter(max_message=max_message, allowed_tags=self._tags)
         self._ready: list[tuple[int, bytes, bytes]] = []
         self._pos = 0
+
+    def set_max_message(self, max_message: int) -> None:
+        """Change the frame size limit from now on, keeping every byte received (the
+        relay reads the password under a small limit, then raises it for queries)."""
+        pending = self.splitter.take_buffered()
+        self.splitter = pq.MessageSplitter(max_message=max_message, allowed_tags=self._tags)
+        self.splitter.feed(pending)
 
     async def read_batch(self) -> list[tuple[int, bytes, bytes]]:
         """Every buffered complete message, reading more first when there is none.
@@ -169,6 +174,13 @@ async def _negotiate_tls(
         return reader, writer, ""
     if answer != b"S":
         raise UpstreamError("08P01", "upstream database answered the SSL request wrongly")
+    if getattr(reader, "_buffer", b""):
+        # Bytes after the "S", before the handshake, would be read as if they came
+        # through TLS: a man-in-the-middle injecting a response (CVE-2021-23222, which
+        # libpq refuses the same way). No await between this check and the upgrade.
+        raise UpstreamError(
+            "08P01", "upstream database sent unencrypted data after its SSL response"
+        )
     try:
         await writer.start_tls(ctx, server_hostname=pg.host)
     except (ssl.SSLError, ssl.CertificateError) as e:
@@ -200,6 +212,8 @@ async def connect(
         ) from e
     except (EOFError, asyncio.IncompleteReadError, ConnectionError) as e:
         raise UpstreamError("08001", f"upstream database closed the connection: {e}") from e
+    except OSError as e:  # e.g. ssl.SSLError on a TLS record after the handshake
+        raise UpstreamError("08001", f"connection to the upstream database failed: {e}") from e
     except pq.ProtocolViolation as e:
         raise UpstreamError("08P01", f"upstream database broke the protocol: {e}") from e
 

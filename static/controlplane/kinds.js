@@ -1,5 +1,7 @@
 // Console forms with fieldsets of a kind (targets, access rules): show the fieldsets of
-// the kind chosen in the form's [data-kind-switch] select, hide the others.
+// the kind chosen in the form's [data-kind-switch] select, hide the others. A fieldset's
+// data-kind may name several kinds separated by spaces ("http mcp": an MCP server has
+// the HTTP upstream fields too).
 // Progressive enhancement only: without this script every fieldset shows, and the server
 // validates the same way. A fieldset holding an error ([data-errors]) always shows.
 // Loaded from a file (CSP script-src 'self'); re-applied after htmx swaps the form in.
@@ -21,7 +23,8 @@
     if (!select) return;
     var kind = chosenKind(select);
     form.querySelectorAll("fieldset[data-kind]").forEach(function (fieldset) {
-      fieldset.hidden = kind !== "" && fieldset.dataset.kind !== kind &&
+      var kinds = fieldset.dataset.kind.split(/\s+/);
+      fieldset.hidden = kind !== "" && kinds.indexOf(kind) < 0 &&
         !fieldset.hasAttribute("data-errors");
     });
     // Inputs whose label depends on the kind (the target's credential).

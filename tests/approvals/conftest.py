@@ -7,7 +7,7 @@ import pytest
 
 from approvals.actions import do_create_approval_request
 from proxy_worker.contract import ApprovalRequestMessage
-from tests.audit.conftest import pg_target  # noqa: F401 - fixture
+from tests.audit.conftest import mcp_target, pg_target  # noqa: F401 - fixtures
 
 #: The formatted, masked statement of :func:`make_sql_request` (as the worker sends it).
 SQL_BODY = "DELETE FROM public.orders\nWHERE customer_id = $1\n  AND note = '[EMAIL]'"
@@ -88,5 +88,37 @@ def make_sql_request(make_request, request, policy):
         kw.setdefault("target", target)
         kw.setdefault("headers", {"database": "crm", "user": policy.agent.name, "tls": "TLSv1.3"})
         return make_request(protocol="postgres", details={**base, **(details or {})}, **kw)
+
+    return make
+
+
+#: The masked JSON-RPC request of :func:`make_mcp_request` (as the worker sends it).
+MCP_BODY = (
+    '{"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"name": '
+    '"lookup_customer", "arguments": {"email": "[EMAIL]", "limit": 3}}}'
+)
+
+
+@pytest.fixture
+def make_mcp_request(make_request, request, policy):
+    """A pending MCP tool call held for approval (real action):
+    ``tools/call lookup_customer({"email": "[EMAIL]", "limit": 3})`` on the MCP server
+    ``tools``. ``details`` entries replace the defaults; other keywords go to
+    ``make_request``."""
+
+    target = request.getfixturevalue("mcp_target")
+
+    def make(details: dict | None = None, **kw):
+        base = {
+            "jsonrpc_method": "tools/call",
+            "tool": "lookup_customer",
+            "arguments": {"email": "[EMAIL]", "limit": 3},
+        }
+        kw.setdefault("method", "tools/call")
+        kw.setdefault("url", target.upstream_url)
+        kw.setdefault("body", MCP_BODY)
+        kw.setdefault("target", target)
+        kw.setdefault("headers", {"content-type": "application/json", "mcp-session-id": "s-1"})
+        return make_request(protocol="mcp", details={**base, **(details or {})}, **kw)
 
     return make

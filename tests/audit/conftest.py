@@ -121,3 +121,80 @@ def pg_target(db):
     target.set_credential("pg-upstream-password")
     target.save()
     return target
+
+
+@pytest.fixture
+def mcp_target(db):
+    """An MCP server target ``tools`` (its endpoint ``http://127.0.0.1:9/mcp``)."""
+    from controlplane.models import Target
+
+    target = Target(
+        name="Tool server", slug="tools", kind="mcp", upstream_url="http://127.0.0.1:9/mcp"
+    )
+    target.set_credential("mcp-upstream-token")
+    target.save()
+    return target
+
+
+def make_mcp_call(
+    policy,
+    *,
+    target,
+    at: float | None = None,
+    method: str = "tools/call",
+    tool: str | None = "lookup_customer",
+    arguments=None,
+    result=None,
+    details=None,
+    call_id=7,
+    **kw,
+) -> ExchangeMessage:
+    """One recorded JSON-RPC call to the MCP server ``target`` as the worker records it:
+    by default ``tools/call lookup_customer({"email": "[EMAIL]"})`` answered with one
+    text content block. ``details`` entries replace the defaults; ``kw`` overrides
+    message fields."""
+    import json
+
+    arguments = {"email": "[EMAIL]", "limit": 3} if arguments is None else arguments
+    if result is None:
+        result = {
+            "content": [{"type": "text", "text": "Customer 42: [EMAIL], tier gold"}],
+            "isError": False,
+        }
+    d = {
+        "jsonrpc_method": method,
+        "jsonrpc_id": call_id,
+        "tool": tool,
+        "arguments": arguments,
+        "result": result,
+        "is_error": False,
+        "mcp_session": "sess-1f2e",
+        "batch_index": None,
+        "hidden_tools": [],
+        "changed_tools": [],
+        "server_request": False,
+        **(details or {}),
+    }
+    params = {"name": tool, "arguments": arguments} if method == "tools/call" else {}
+    request = {"jsonrpc": "2.0", "id": call_id, "method": method, "params": params}
+    response = {"jsonrpc": "2.0", "id": call_id}
+    if "error" in d:
+        response["error"] = d["error"]
+    else:
+        response["result"] = d["result"]
+    base = dict(
+        method=method,
+        url=target.upstream_url,
+        session_key="mcp:sess-1f2e",
+        request_headers={"content-type": "application/json", "mcp-session-id": "sess-1f2e"},
+        request_body=json.dumps(request),
+        response_headers={"content-type": "text/event-stream"},
+        response_body=json.dumps(response),
+        request_findings=[{"type": "EMAIL", "location": "$.params.arguments.email", "count": 1}],
+        response_findings=[{"type": "EMAIL", "location": "result.content[0].text", "count": 1}],
+        timings={"total": 3.5, "upstream": 2.75},
+        protocol="mcp",
+        details=d,
+    )
+    base.update(kw)
+    return make_exchange(policy, at=at, target_id=target.id, **base)

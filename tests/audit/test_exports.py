@@ -327,7 +327,7 @@ def test_csv_has_a_protocol_column_and_the_statement_kind_as_method(client, user
     job = _export(client, "csv", protocol="postgres")
     text = _download(client, job).decode()
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert text.splitlines()[0].endswith(",chain_hash,protocol")
+    assert text.splitlines()[0].endswith(",chain_hash,protocol,tool")
     assert [(r["protocol"], r["method"]) for r in rows] == [
         ("postgres", "SELECT"),
         ("postgres", "DELETE"),

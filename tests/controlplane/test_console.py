@@ -356,7 +356,8 @@ def test_a_postgres_target_is_created_and_edited(
 def test_the_target_form_works_without_javascript(admin_client):
     page = admin_client.get(reverse("console:create", args=["targets"])).content.decode()
     # Every fieldset is in the page and none is hidden: the script only hides.
-    assert '<fieldset class="console-form" data-kind="http">' in page
+    assert '<fieldset class="console-form" data-kind="http mcp">' in page
+    assert '<fieldset class="console-form" data-kind="mcp">' in page
     assert '<fieldset class="console-form" data-kind="postgres">' in page
     assert " hidden" not in page and "<script>" not in page
     assert "/static/controlplane/kinds.js" in page

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import openai
@@ -29,11 +30,11 @@ from stdnum import luhn
 from stdnum.us import ssn as stdnum_ssn
 
 from demo import customers_db, echo_upstream, llm_upstream
+from tests.demo.conftest import API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS_DIR = REPO / "demo" / "datasette_plugins"
 METADATA = REPO / "demo" / "datasette_metadata.json"
-API_KEY = "sk-test-gatehouse"
 DATASETTE_TOKEN = "ds-test-token-5f2c"
 
 
@@ -130,30 +131,6 @@ def test_customers_db_cli(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- LLM upstream
-
-
-@pytest.fixture
-def llm_server() -> Iterator[llm_upstream.LLMUpstreamServer]:
-    """The LLM upstream on a free port, in a thread."""
-    server = llm_upstream.make_server("127.0.0.1", 0, API_KEY)
-    llm_upstream.start_in_thread(server)
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def llm_client(llm_server: llm_upstream.LLMUpstreamServer) -> Iterator[openai.OpenAI]:
-    """A real OpenAI SDK client pointed at the upstream."""
-    client = openai.OpenAI(
-        base_url=llm_server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10
-    )
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def test_split_into_pieces() -> None:
@@ -254,6 +231,205 @@ def test_llm_stream_raw_sse_format_and_delay(llm_server: llm_upstream.LLMUpstrea
     # 7 events after the first, 120 ms apart: the first must not wait for the rest.
     assert arrivals[-1] - arrivals[0] >= 0.6
     assert arrivals[0] < arrivals[-1] - 0.5
+
+
+CHAT_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_customer",
+            "description": "A customer by e-mail.",
+            "parameters": {
+                "type": "object",
+                "properties": {"email": {"type": "string"}, "note": {"type": "string"}},
+                "required": ["email", "note"],
+                "additionalProperties": False,
+            },
+        },
+    },
+]
+TOOL_PROMPT = "Please look up jane.doe@example.com, she called from +1 415 555 2671"
+TOOL_RESULT = "Jane Doe, SSN 123-45-6789"
+
+
+def test_llm_chat_tool_call_plain(
+    llm_server: llm_upstream.LLMUpstreamServer, llm_client: openai.OpenAI
+) -> None:
+    """Offered tools: ``lookup_customer`` is called; its ``role: "tool"`` result is answered."""
+    messages: list[Any] = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": TOOL_PROMPT},
+    ]
+    completion = llm_client.chat.completions.create(
+        model="gatehouse-echo", messages=messages, tools=CHAT_TOOLS
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "lookup_customer"
+    assert json.loads(call.function.arguments) == {
+        "email": "jane.doe@example.com",
+        "note": TOOL_PROMPT,
+    }
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT},
+    ]
+    answer = llm_client.chat.completions.create(
+        model="gatehouse-echo", messages=messages, tools=CHAT_TOOLS
+    )
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].message.content == (
+        f"Tool result: {TOOL_RESULT}\nYou said: {TOOL_PROMPT}"
+    )
+    sent = json.loads(llm_server.received[-1]["body"])
+    assert sent["messages"][-1] == {"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT}
+
+
+def test_llm_chat_tool_call_streamed(llm_client: openai.OpenAI) -> None:
+    """Streamed: the call's id and name first, then its arguments split across chunks."""
+    stream = llm_client.chat.completions.create(
+        model="gatehouse-echo",
+        messages=[{"role": "user", "content": TOOL_PROMPT}],
+        tools=CHAT_TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    first = chunks[0].choices[0].delta
+    assert first.role == "assistant" and first.content is None
+    assert first.tool_calls is not None and len(first.tool_calls) == 1
+    head = first.tool_calls[0]
+    assert head.index == 0 and head.id is not None and head.id.startswith("call_")
+    assert head.type == "function" and head.function is not None
+    assert head.function.name == "lookup_customer" and head.function.arguments == ""
+    pieces = []
+    for chunk in chunks[1:]:
+        if chunk.choices and chunk.choices[0].delta.tool_calls:
+            (delta,) = chunk.choices[0].delta.tool_calls
+            assert delta.index == 0 and delta.id is None and delta.function is not None
+            pieces.append(delta.function.arguments)
+    arguments = "".join(pieces)
+    assert json.loads(arguments) == {"email": "jane.doe@example.com", "note": TOOL_PROMPT}
+    assert len(pieces) > 10 and all(3 <= len(p) <= 6 for p in pieces[:-1])
+    assert not any("jane.doe@example.com" in p for p in pieces), "the e-mail should be split"
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes == ["tool_calls"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+
+    with llm_client.chat.completions.stream(
+        model="gatehouse-echo",
+        messages=[{"role": "user", "content": TOOL_PROMPT}],
+        tools=CHAT_TOOLS,
+    ) as helper:
+        final = helper.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None and calls[0].function.name == "lookup_customer"
+    assert json.loads(calls[0].function.arguments)["email"] == "jane.doe@example.com"
+
+
+def test_llm_chat_streamed_tool_result(llm_client: openai.OpenAI) -> None:
+    """A streamed answer to a tool result: the result comes back split in the text deltas."""
+    stream = llm_client.chat.completions.create(
+        model="gatehouse-echo",
+        messages=[
+            {"role": "user", "content": TOOL_PROMPT},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup_customer", "arguments": "{}"},
+                    }
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "call_1",
+                "content": [{"type": "text", "text": TOOL_RESULT}],
+            },
+        ],
+        tools=CHAT_TOOLS,
+        stream=True,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"Tool result: {TOOL_RESULT}\nYou said: {TOOL_PROMPT}"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["stop"]
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "expected"),
+    [
+        ("none", None),
+        ("auto", "lookup_customer"),
+        ("required", "lookup_customer"),
+        ({"type": "function", "function": {"name": "get_weather"}}, "get_weather"),
+    ],
+)
+def test_llm_chat_tool_choice(
+    llm_client: openai.OpenAI, tool_choice: Any, expected: str | None
+) -> None:
+    """``tool_choice`` "none" answers with text; a named function is the one called."""
+    completion = llm_client.chat.completions.create(
+        model="gatehouse-echo",
+        messages=[{"role": "user", "content": TOOL_PROMPT}],
+        tools=CHAT_TOOLS,
+        tool_choice=tool_choice,
+    )
+    message = completion.choices[0].message
+    if expected is None:
+        assert message.tool_calls is None and message.content == f"You said: {TOOL_PROMPT}"
+    else:
+        assert message.tool_calls is not None
+        assert message.tool_calls[0].function.name == expected
+
+
+def test_llm_chat_new_user_message_calls_the_tool_again(llm_client: openai.OpenAI) -> None:
+    """Only what follows the last user message counts: a new question calls the tool anew."""
+    completion = llm_client.chat.completions.create(
+        model="gatehouse-echo",
+        messages=[
+            {"role": "user", "content": TOOL_PROMPT},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup_customer", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": TOOL_RESULT},
+            {"role": "assistant", "content": "Tool result: ..."},
+            {"role": "user", "content": "and john@example.org?"},
+        ],
+        tools=CHAT_TOOLS,
+    )
+    calls = completion.choices[0].message.tool_calls
+    assert calls is not None
+    assert json.loads(calls[0].function.arguments) == {
+        "email": "john@example.org",
+        "note": "and john@example.org?",
+    }
 
 
 def test_llm_rejects_bad_or_missing_key(llm_server: llm_upstream.LLMUpstreamServer) -> None:

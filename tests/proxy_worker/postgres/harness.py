@@ -158,7 +158,8 @@ def _pg_bindir() -> Path | None:
 class PrivatePostgres:
     """A private PostgreSQL cluster on a free port with ``hba`` = ``auth`` for TCP.
 
-    Users: ``scram_user`` (SCRAM-SHA-256 verifier) and ``md5_user`` (MD5 hash), both with
+    Users: ``scram_user`` (SCRAM-SHA-256 verifier) and ``md5_user`` (MD5 hash; it logs in
+    only where ``auth`` is ``md5``), both with
     password :attr:`password`; TLS on with a self-signed certificate (:attr:`ca_pem`).
     Runs as the ``postgres`` system user when the tests run as root (initdb refuses
     root).
@@ -177,11 +178,14 @@ class PrivatePostgres:
     def available(self) -> bool:
         return self.bindir is not None
 
-    def _run(self, *argv: str) -> None:
+    def _run(self, *argv: str) -> str:
         cmd = list(argv)
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, cwd="/")
+        done = subprocess.run(cmd, capture_output=True, cwd="/", text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(argv[0]).name} failed: {done.stderr.strip()}")
+        return done.stdout
 
     def start(self) -> PrivatePostgres:
         assert self.bindir is not None
@@ -217,16 +221,21 @@ class PrivatePostgres:
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/")
         wait_port(self.port, 30, self.proc, "private postgres")
         time.sleep(0.3)
-        self._psql(
-            f"CREATE USER scram_user PASSWORD '{self.password}';"
-            f"CREATE USER md5_user PASSWORD '{self.password}';"
-            "CREATE DATABASE app OWNER scram_user;"
+        self.psql(
+            "SET password_encryption = 'scram-sha-256'",
+            f"CREATE USER scram_user PASSWORD '{self.password}'",
+            "SET password_encryption = 'md5'",
+            f"CREATE USER md5_user PASSWORD '{self.password}'",
+            # CREATE DATABASE cannot run in the implicit transaction of a multi-statement -c.
+            "CREATE DATABASE app OWNER scram_user",
         )
         return self
 
-    def _psql(self, sql: str) -> None:
+    def psql(self, *statements: str, dbname: str = "postgres") -> str:
+        """Run ``statements`` as the superuser over the Unix socket (one ``-c`` each, so
+        each runs in its own transaction); returns psql's unaligned output."""
         assert self.bindir is not None
-        self._run(
+        argv = [
             str(self.bindir / "psql"),
             "-h",
             str(self.dir),
@@ -235,12 +244,14 @@ class PrivatePostgres:
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            dbname,
             "-v",
             "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        )
+            "-At",
+        ]
+        for sql in statements:
+            argv += ["-c", sql]
+        return self._run(*argv)
 
     def _certificate(self) -> tuple[bytes, bytes]:
         import datetime

@@ -746,7 +746,12 @@ def test_placeholder_count_needs_no_connection_state():
 
 
 TEXT = {
-    "format": "text", "delimiter": "\t", "null": "\\N", "quote": '"', "escape": '"', "header": False
+    "format": "text",
+    "delimiter": "\t",
+    "null": "\\N",
+    "quote": '"',
+    "escape": '"',
+    "header": False,
 }
 CSV = {"format": "csv", "delimiter": ",", "null": "", "quote": '"', "escape": '"', "header": False}
 
@@ -1024,9 +1029,7 @@ def test_fetch_from_an_unknown_cursor_fails_closed(sql, message):
 
 
 def test_declare_fetch_close_in_one_query():
-    declare, fetch, close = analyze(
-        "DECLARE c CURSOR FOR SELECT a FROM t; FETCH 5 FROM c; CLOSE c"
-    )
+    declare, fetch, close = analyze("DECLARE c CURSOR FOR SELECT a FROM t; FETCH 5 FROM c; CLOSE c")
     assert declare.declares == "c"
     assert fetch.output_refs == refs({"a"})
     assert close.closes == "c"
@@ -1185,9 +1188,42 @@ def test_arbitrary_text_yields_analyses_or_sql_analysis_error(text):
 
 
 _tokens = hs.sampled_from(
-    ["SELECT", "DELETE", "FROM", "t", "WITH", "AS", "(", ")", ";", "$$", "'", "/*", "*/",
-     "--", "\n", "1", ",", "*", "WHERE", "RETURNING", "UPDATE", "SET", "a", "=", "EXPLAIN",
-     "ANALYZE", "INSERT", "INTO", "VALUES", "COPY", "STDOUT", "TO", "$1", "E'\\''"]
+    [
+        "SELECT",
+        "DELETE",
+        "FROM",
+        "t",
+        "WITH",
+        "AS",
+        "(",
+        ")",
+        ";",
+        "$$",
+        "'",
+        "/*",
+        "*/",
+        "--",
+        "\n",
+        "1",
+        ",",
+        "*",
+        "WHERE",
+        "RETURNING",
+        "UPDATE",
+        "SET",
+        "a",
+        "=",
+        "EXPLAIN",
+        "ANALYZE",
+        "INSERT",
+        "INTO",
+        "VALUES",
+        "COPY",
+        "STDOUT",
+        "TO",
+        "$1",
+        "E'\\''",
+    ]
 )
 
 
