@@ -795,6 +795,7 @@ def profile(
             protocol=args.profile_protocol,
             duration=args.profile_seconds,
             script=script,
+            logdir=script.parent / "profile-log",
             pid=conn["pid"],
         )
     finally:
@@ -875,7 +876,12 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
         if key.startswith("select c8"):
             ratio = g["tps"] / d["tps"]
             verdict = "met" if ratio >= 0.6 else "NOT met"
-            out.append(f"* {key}: Gatehouse {ratio:.2f}× direct TPS (goal ≥ 0.6×): {verdict}")
+            extra = ""
+            if "direct-tls" in per:
+                extra = f"; {g['tps'] / per['direct-tls']['tps']:.2f}× direct-tls"
+            out.append(
+                f"* {key}: Gatehouse {ratio:.2f}× direct TPS (goal ≥ 0.6×): {verdict}{extra}"
+            )
         if key.startswith("select c1"):
             added = g["p50_ms"] - d["p50_ms"]
             verdict = "met" if added <= 0.5 else "NOT met"

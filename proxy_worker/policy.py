@@ -252,8 +252,9 @@ class AccessRule:
     For ``deny`` and ``approve`` rules they read as "any": ``statement_kinds`` shares a
     kind with :attr:`SqlFacts.kinds`; some relation matches some ``tables`` glob; some
     function matches some ``functions`` glob. For ``allow`` rules they read as "only":
-    every kind of the statement is in ``statement_kinds``, every relation matches a
-    ``tables`` glob and every function a ``functions`` glob (so an allow rule for SELECT
+    every kind of the statement is in ``statement_kinds``, it touches at least one relation
+    and every relation matches a ``tables`` glob, and every function matches a
+    ``functions`` glob (so an allow rule for SELECT
     on ``customers`` does not pass ``WITH d AS (DELETE ...) SELECT`` or a join with
     ``secrets``). For both:
     ``without_where`` needs :attr:`SqlFacts.unfiltered_write`, ``without_limit``
@@ -428,7 +429,11 @@ class AccessRule:
             # one for the customers table.
             if self.statement_kinds and not facts.kinds <= self.statement_kinds:
                 return False
-            if self._tables is not None and not self._tables.all_match(facts.relations):
+            # ... and a rule on tables allows statements on tables only: "SELECT on
+            # customers" does not allow ``SELECT pg_read_file(...)``.
+            if self._tables is not None and not (
+                facts.relations and self._tables.all_match(facts.relations)
+            ):
                 return False
             if self._functions is not None and not self._functions.all_match(facts.functions):
                 return False

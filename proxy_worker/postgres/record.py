@@ -127,7 +127,9 @@ def statement_exchange(relay: Relay, r: StatementRecord) -> ExchangeMessage:
         findings = rm.findings()
     cm = r.copy_masker
     if cm is not None and r.copy is not None:
-        r.copy["rows"] = cm.row_count
+        # The server's count when it gave one (COPY FROM data is only sampled).
+        tag_rows = pq.command_tag_rows(r.command_tag) if r.command_tag[:4] == "COPY" else None
+        r.copy["rows"] = tag_rows if tag_rows is not None else cm.row_count
         details["copy"] = dict(r.copy)
         if cm.sample:
             cols = [c.name for c in cm.columns]

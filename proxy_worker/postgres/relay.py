@@ -227,6 +227,10 @@ class Relay:
         self._epoch = 0
         #: Sequence number of the frontend message being handled (from 1).
         self._seq = 0
+        #: COPY FROM data sent before the server's CopyInResponse (asyncpg does so):
+        #: ``(tag, payload)``, sampled once the COPY's columns are known.
+        self._copy_early: list[tuple[int, bytes]] = []
+        self._copy_early_bytes = 0
         self._answered = asyncio.Event()
 
     # ------------------------------------------------------------------ entry point
@@ -890,7 +894,16 @@ class Relay:
 
     def _on_copy_in(self, tag: int, payload: bytes, raw: bytes) -> None:
         assert self.upstream is not None
-        log.warning("DEBUGCOPY in tag=%r len=%d masker=%r", chr(tag), len(payload), self.copy_in_masker is not None)
+        if self.copy_in_masker is None:
+            # Before the CopyInResponse (the server buffers it): kept for the sample, up
+            # to EARLY_COPY_SAMPLE bytes (then a marker: sampling stops there).
+            if tag != _COPY_DATA or self._copy_early_bytes < EARLY_COPY_SAMPLE:
+                self._copy_early.append((tag, bytes(payload)))
+                self._copy_early_bytes += len(payload)
+            elif self._copy_early[-1][0] != -1:
+                self._copy_early.append((-1, b""))
+            self.upstream.writer.write(raw)
+            return
         if tag == _COPY_DATA and self.copy_in_masker is not None:
             with contextlib.suppress(Exception):
                 self.copy_in_masker.sample_in(payload)
@@ -898,7 +911,6 @@ class Relay:
             if tag == _COPY_DONE and self.copy_in_masker is not None:
                 with contextlib.suppress(Exception):
                     self.copy_in_masker.finish_in()
-                log.warning("DEBUGCOPY error=%r rows=%r", self.copy_in_masker.error, self.copy_in_masker.row_count)
             self.copy_in = self.copy_in_masker = None
         self.upstream.writer.write(raw)
 
@@ -1304,6 +1316,8 @@ class Relay:
                     self._finish(head.record)
             if self.transaction_status == "I":
                 self._transaction_ended(segment)
+            if not self.pending:
+                self._copy_early, self._copy_early_bytes = [], 0  # CopyData out of place
             return _FLUSH_THEN_Z
         if tag == 69:  # 'E' ErrorResponse
             return self._on_error(head, payload, raw)
@@ -1397,7 +1411,6 @@ class Relay:
         if tag in (71, 72):  # 'G' CopyInResponse, 'H' CopyOutResponse
             r = self._current_record(head)
             overall, formats = pq.parse_copy_response(payload)
-            log.warning("DEBUGCOPY head=%r r=%r", type(head), r is not None)
             if r is None:
                 if tag == 71:
                     return raw  # nothing leaves the database through COPY FROM
@@ -1751,10 +1764,21 @@ class Relay:
             record_masker=None if copy_in else self._record_masker(masker),
             column_count=len(formats),
         )
+        r.copy_masker = cm
         if copy_in:
             self.copy_in = r
             self.copy_in_masker = cm
-        r.copy_masker = cm
+            early, self._copy_early, self._copy_early_bytes = self._copy_early, [], 0
+            for tag, data in early:
+                if tag == -1:
+                    cm.error = "sampling stopped: data sent before the COPY began"
+                elif tag == _COPY_DATA:
+                    cm.sample_in(data)
+                else:  # the COPY already ended (CopyDone or CopyFail)
+                    if tag == _COPY_DONE:
+                        cm.finish_in()
+                    self.copy_in = self.copy_in_masker = None
+                    break
 
     async def _copy_columns(
         self, info: Any, analysis: sqlmod.StatementAnalysis | None
@@ -1924,6 +1948,9 @@ class Relay:
             self.writer.close()
         await self._records_stored()
 
+
+#: Bytes of COPY FROM data sent ahead of the server's CopyInResponse kept for sampling.
+EARLY_COPY_SAMPLE = 1024 * 1024
 
 #: Marker returned for ReadyForQuery: flush, wait for the records, then relay it.
 _FLUSH_THEN_Z = object()

@@ -73,6 +73,7 @@ How it is fast (``bench/pg_rowmask.py``; goal of issue 13: 200,000 rows/s per co
 from __future__ import annotations
 
 import codecs
+import copy
 import functools
 import json
 import re
@@ -1267,6 +1268,16 @@ class RowMasker(_Base):
             if c.action == _SCAN_NULL and c.numbers is not None and not c.binary
         )
         self._parser = _row_parser(self._ncols, tuple(c.index for c in self.active), sparse)
+
+    def fresh(self) -> RowMasker:
+        """A masker with this one's column plans and nothing seen yet (no rows, sample or
+        findings). Plans never change once built, so the relay builds one per result
+        shape and takes a fresh copy per statement (building costs 50-170 µs)."""
+        new = copy.copy(self)
+        new.row_count = 0
+        new.sample = []
+        new._findings = _Findings()
+        return new
 
     # ---------------------------------------------------------------- parsing
 

@@ -10,6 +10,11 @@ process id and secret); a ``CancelRequest`` presenting them is mapped to the ups
 key and sent to the upstream server (PostgreSQL docs, "Canceling Requests in
 Progress"), or ends an approval wait. Keys are compared in constant time; an unknown key
 is ignored, as PostgreSQL does.
+
+Revocation: whenever a new policy is installed, every connection it no longer allows
+(its agent's token revoked or expired, its target removed) is ended at once with a FATAL
+``ErrorResponse`` (28000 or 3D000), idle or busy: statements running for it upstream are
+cancelled, a statement waiting for approval is dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from proxy_worker.postgres import protocol as pq
 from proxy_worker.postgres.catalog import Catalog, catalog_key
 
 log = logging.getLogger("gatehouse.postgres")
+
+#: Seconds between looks at the policy version (to end connections a new one revokes).
+POLICY_WATCH_INTERVAL = 0.5
 
 
 class PostgresListener:
@@ -65,12 +73,34 @@ class PostgresListener:
         self._keys: dict[int, tuple[bytes, Any]] = {}
         self._catalogs: dict[tuple[Any, ...], Catalog] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start listening (raises ``OSError`` when the port is taken)."""
         self._server = await asyncio.start_server(
             self._accept, self.host, self.port, limit=256 * 1024, reuse_address=True
         )
+        self._watcher = asyncio.create_task(self._watch_policy(), name="gatehouse-pg-policy")
+
+    async def _watch_policy(self) -> None:
+        """When a new policy arrives, end the connections it no longer allows (a revoked
+        token, a removed target) at once, idle ones included, with a FATAL 28000/3D000:
+        a revocation must not wait for the agent's next statement."""
+        seen = self.link.state.policy.version
+        while True:
+            await asyncio.sleep(POLICY_WATCH_INTERVAL)
+            policy = self.link.state.policy
+            if policy.version == seen:
+                continue
+            seen = policy.version
+            for relay in list(self._relays):
+                try:
+                    refusal = relay.revocation()
+                    if refusal is not None:
+                        log.info("ending a connection: %s", refusal.message)
+                        await relay.shutdown(refusal.message, sqlstate=refusal.sqlstate)
+                except Exception:  # one connection's trouble must not stop the watch
+                    log.exception("could not check a connection against the new policy")
 
     async def stop(self, grace: float = 3.0) -> None:
         """Stop accepting, tell every agent the worker is shutting down, close everything.
@@ -82,6 +112,10 @@ class PostgresListener:
         """
         if self._server is not None:
             self._server.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         relays = list(self._relays)
         for relay in relays:
             with contextlib.suppress(Exception):

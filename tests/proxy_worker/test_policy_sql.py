@@ -197,7 +197,8 @@ def allows(rule: dict, request: StatementRequest) -> bool:
         # ... every relation covered ...
         ({"tables": ["customers"]}, facts(relations=["public.customers"]), True),
         ({"tables": ["customers"]}, facts(relations=["customers", "secrets"]), False),
-        ({"tables": ["customers"]}, facts(relations=[]), True),
+        # A rule on tables allows statements on tables only (not SELECT pg_read_file()).
+        ({"tables": ["customers"]}, facts(relations=[], functions=["pg_read_file"]), False),
         # ... and every function.
         ({"functions": ["lower"]}, facts(functions=["lower", "pg_read_file"]), False),
         ({"functions": ["lower", "upper"]}, facts(functions=["upper"]), True),

@@ -80,7 +80,6 @@ async def test_it_iterates_a_cursor_in_pieces(pg: PgEnv) -> None:
             ]
             cur = await conn.cursor("select id, email from customers order by id")
             first = await cur.fetch(2)
-            await cur.forward(0)
             rest = await cur.fetchrow()
     finally:
         await conn.close()
@@ -128,6 +127,8 @@ async def test_it_copies_from_a_query_and_to_a_table(pg: PgEnv, tmp_path: object
     copies = [x for x in pg.exchanges() if "copy" in x.details]
     assert [x.details["copy"]["format"] for x in copies] == ["csv", "text", "binary"]
     assert copies[2].details["copy"] == {"direction": "in", "format": "binary", "rows": 10}
+    # asyncpg sends the data before the server's CopyInResponse: still sampled (masked).
+    assert copies[2].details["rows"][:2] == [["0", "[EMAIL]", "1.50"], ["1", "[EMAIL]", "1.50"]]
     assert "r4@example.com" not in "".join(x.to_json() for x in copies)
 
 
@@ -155,7 +156,8 @@ async def test_it_keeps_type_codecs(pg: PgEnv) -> None:
             "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
         await conn.execute(
-            "insert into scratch (id, amount, addr, ref, doc, note) values ($1, $2, $3, $4, $5, $6)",
+            "insert into scratch (id, amount, addr, ref, doc, note) "
+            "values ($1, $2, $3, $4, $5, $6)",
             1,
             Decimal("12345.67"),
             ipaddress.ip_interface("10.1.2.3/32"),
@@ -185,7 +187,7 @@ async def test_it_keeps_type_codecs(pg: PgEnv) -> None:
     assert typed["u"] == ref
     assert typed["j"] == {"a": None}
     with pg.direct() as d:
-        assert d.execute("select addr::text, doc->>'who' from scratch").fetchone() == (
+        assert d.execute("select host(addr), doc->>'who' from scratch").fetchone() == (
             "10.1.2.3",
             "x@example.com",
         )
