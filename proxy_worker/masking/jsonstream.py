@@ -216,6 +216,7 @@ class JsonStreamMasker:
         self.findings: list[tuple[str, str]] = []
         self._drops = _st.DROP in masker._fields.values()
         self._mode = _JSON
+        self._malformed = False
         self._buf = ""  # raw text from the first character still needed
         self._pos = 0  # lexing position in _buf
         self._pend = 0  # first raw character whose output is not committed
@@ -279,7 +280,7 @@ class JsonStreamMasker:
     @property
     def malformed(self) -> bool:
         """The text was not valid JSON (so far): it is masked as text."""
-        return self._mode == _TEXT or (self._mode == _DEAD and self._tail is not None)
+        return self._malformed
 
     # ------------------------------------------------------------------ output
 
@@ -344,9 +345,9 @@ class JsonStreamMasker:
             st = self._state
             skipping = self._skip >= 0
             if c == '"':
-                if st == _KEY or st == _KEY_OR_CLOSE:
+                if st in (_KEY, _KEY_OR_CLOSE):
                     self._str = _Str(pos, True, not skipping)
-                elif st == _VALUE or st == _VALUE_OR_CLOSE:
+                elif st in (_VALUE, _VALUE_OR_CLOSE):
                     self._value_start(pos)
                     self._str = _Str(pos, False, self._skip < 0)
                 else:
@@ -371,8 +372,10 @@ class JsonStreamMasker:
                 continue
             if c == "}" or c == "]":
                 arr = c == "]"
-                if not stack or stack[-1].arr != arr or (
-                    st != _AFTER and st != (_VALUE_OR_CLOSE if arr else _KEY_OR_CLOSE)
+                if (
+                    not stack
+                    or stack[-1].arr != arr
+                    or (st != _AFTER and st != (_VALUE_OR_CLOSE if arr else _KEY_OR_CLOSE))
                 ):
                     self._fail(pos)
                     break
@@ -459,8 +462,9 @@ class JsonStreamMasker:
         self._pos = pos
         if n - self._pend > HOLD_BACK and self._skip < 0:
             s = self._str
-            if s is None and pos == n and not (self._drops and self._state == _KEY):
-                self._commit(n)  # complete tokens followed by much whitespace
+            if s is None and pos == n:
+                if not (self._drops and self._state == _KEY):  # a comma waits for its key
+                    self._commit(n)  # complete tokens followed by much whitespace
             elif s is None or s.key:
                 self._fail(pos)  # a key or a number longer than HOLD_BACK
                 return
@@ -497,13 +501,15 @@ class JsonStreamMasker:
     def _value_done(self, pos: int) -> None:
         """A value ended just before ``pos``."""
         if self._skip == len(self._stack):
+            # Confirmed at once: the value's raw text must never reach the fallback.
+            self._commit(pos)
             fs = self._skip_fs
             if fs != _st.DROP:
                 value = None
                 if fs == _st.HASH:
                     value = json.loads(self._buf[self._skip_start : pos])
-                self._pend_out.append(_enc(_st.field_placeholder(fs, value, self.m._key)))
-            self._pend_find.append((FIELD, self._skip_loc))
+                self._out.append(_enc(_st.field_placeholder(fs, value, self.m._key)))
+            self.findings.append((FIELD, self._skip_loc))
             self._skip = -1
             self._skip_start = -1
         self._state = _AFTER if self._stack else _END
@@ -646,8 +652,9 @@ class JsonStreamMasker:
                 i += 1
             new_k = f"{new_k}~{i}"
             changed = True
-        keys[new_k] = changed
         fs = self.m.field_strategy(key)
+        if fs != _st.DROP:
+            keys[new_k] = changed
         top.key, top.key_out, top.fs = key, new_k, fs
         loc = self._path()
         if fs == _st.DROP:
@@ -668,6 +675,7 @@ class JsonStreamMasker:
 
     def _fail(self, pos: int) -> None:
         """Malformed at ``pos``: mask what was not emitted, and the rest, as text."""
+        self._malformed = True
         if self._skip >= 0:
             if self._skip_fs != _st.DROP:
                 raw = self._buf[self._skip_start : pos] if self._skip_start >= 0 else ""

@@ -67,8 +67,9 @@ from .secrets import PEM_MAX_CHARS, TOKEN_MAX_CHARS, open_pem_start
 
 if TYPE_CHECKING:
     from .engine import Masker
+    from .jsonstream import JsonStreamMasker
 
-__all__ = ["HOLD_BACK", "SSEStreamMasker", "safe_cut"]
+__all__ = ["HOLD_BACK", "SSEStreamMasker", "TextTail", "safe_cut"]
 
 #: Maximum number of characters of a delta text stream withheld while waiting
 #: to see whether the tail completes a sensitive value: the longest
@@ -84,6 +85,15 @@ _RESP_TERMINAL = frozenset(
     {"response.completed", "response.failed", "response.incomplete", "response.cancelled", "error"}
 )
 _IBAN_GROUP_RE = re.compile(r"[A-Z0-9]{1,4}\Z")
+#: Responses API delta events whose text is JSON (function-call arguments).
+_RESP_JSON_DELTAS = frozenset(
+    {"response.function_call_arguments.delta", "response.mcp_call_arguments.delta"}
+)
+_RESP_JSON_DONE = frozenset(
+    {"response.function_call_arguments.done", "response.mcp_call_arguments.done"}
+)
+#: Output items whose ``arguments`` are JSON text.
+_CALL_ITEMS = frozenset({"function_call", "mcp_call"})
 
 StreamKey = tuple[Any, ...]
 
@@ -137,14 +147,63 @@ def safe_cut(text: str, detections: list[Detection]) -> int:
     return cut
 
 
-class _Stream:
-    __slots__ = ("context", "event_name", "pending", "template")
+class TextTail:
+    """The incremental text masker of one delta stream: ``pending`` raw text
+    withheld, ``context`` the last raw characters emitted (for keyword
+    context such as ``SSN:``)."""
+
+    __slots__ = ("context", "pending")
 
     def __init__(self) -> None:
         self.pending = ""
         self.context = ""
+
+    def emit(
+        self, masker: Masker, piece: str, *, flush: bool, hint: str = ""
+    ) -> tuple[str, list[Detection]]:
+        """Append ``piece``; return the masked text safe to emit (all of it
+        when ``flush``) and the detections in it."""
+        text = self.pending + piece
+        if not text:
+            return "", []
+        # Scan with the already-emitted raw context in front so that detectors
+        # see the same surroundings as in the whole text (e.g. "SSN: " before
+        # nine bare digits); keep only what lies in the pending text.
+        off = len(self.context)
+        dets = [
+            d._replace(start=max(d.start, off) - off, end=d.end - off)
+            for d in masker.scan(self.context + text, hint)
+            if d.end > off
+        ]
+        cut = len(text) if flush else safe_cut(text, dets)
+        if cut == 0:
+            self.pending = text
+            return "", []
+        keep = [d for d in dets if d.end <= cut]
+        emitted = masker.render(text[:cut], keep)
+        self.pending = text[cut:]
+        self.context = (self.context + text[:cut])[-_CONTEXT_CHARS:]
+        return emitted, keep
+
+
+class _Stream(TextTail):
+    """One delta stream: text (:class:`TextTail`) or, for function-call
+    arguments, JSON (``json``, a :class:`~.jsonstream.JsonStreamMasker`)."""
+
+    __slots__ = ("event_name", "inner", "json", "raw", "sent", "template")
+
+    def __init__(self, json_masker: JsonStreamMasker | None = None) -> None:
+        super().__init__()
         self.template: dict[str, Any] = {}
         self.event_name: str | None = None
+        self.json = json_masker
+        # Responses API arguments: what came and went, for the ….done events.
+        self.raw: list[str] = []
+        self.sent: list[str] = []
+        self.inner: list[tuple[str, str]] = []
+
+    def held(self) -> bool:
+        return (self.json.withheld if self.json is not None else len(self.pending)) > 0
 
 
 def _path_str(path: list[Any]) -> str:
@@ -192,6 +251,8 @@ class SSEStreamMasker:
         self._eol = b"\n"
         self._eol_known = False
         self._streams: dict[StreamKey, _Stream] = {}
+        # Responses API item id -> (raw arguments, emitted arguments, findings).
+        self._args_memo: dict[Any, tuple[str, str, list[tuple[str, str]]]] = {}
         self._finished = False
         blocked = {
             k
@@ -201,6 +262,7 @@ class SSEStreamMasker:
                 "tool_calls",
                 "function",
                 "arguments",
+                "function_call",
                 "text",
                 *_CHAT_TEXT_FIELDS,
             )
@@ -371,8 +433,10 @@ class SSEStreamMasker:
     ) -> tuple[bytes, Any, bool]:
         """Returns (bytes to emit before this event, masked object, changed)."""
         managed: list[tuple[list[Any], StreamKey, bool]] = []
+        slots: list[tuple[list[Any], Any]] = []  # (path to JSON arguments, item id)
         pre = bytearray()
         kind = None
+        terminal = False
         if isinstance(obj, dict) and isinstance(obj.get("choices"), list) and not self._blocked:
             kind = "chat"
             self._collect_chat(obj, managed, final)
@@ -394,16 +458,20 @@ class SSEStreamMasker:
                         _hashable(obj.get("summary_index")),
                     )
                     managed.append((["delta"], key, final))
-            elif t in _RESP_TERMINAL:
-                pre += self._flush_streams(lambda k: k[0] == "resp", idx)
-            elif t.startswith("response."):
-                item = obj.get("item")
-                item_id = obj.get("item_id")
-                if item_id is None and isinstance(item, dict):
-                    item_id = item.get("id")
-                if item_id is not None:
-                    hid = _hashable(item_id)
-                    pre += self._flush_streams(lambda k: k[0] == "resp" and k[2] == hid, idx)
+            else:
+                if t in _RESP_TERMINAL:
+                    terminal = True
+                    pre += self._flush_streams(lambda k: k[0] == "resp", idx)
+                elif t.startswith("response."):
+                    item = obj.get("item")
+                    item_id = obj.get("item_id")
+                    if item_id is None and isinstance(item, dict):
+                        item_id = item.get("id")
+                    if item_id is not None:
+                        hid = _hashable(item_id)
+                        pre += self._flush_streams(lambda k: k[0] == "resp" and k[2] == hid, idx)
+                if "arguments" not in self._blocked:
+                    _argument_slots(obj, t, slots)
         keys = {k for _p, k, _f in managed}
         if final:
             pre += self._flush_streams(lambda k: k not in keys, idx)
@@ -412,6 +480,11 @@ class SSEStreamMasker:
         for path, _key, _flush in managed:
             parent = _parent(obj, path)
             raws.append(parent[path[-1]])
+            parent[path[-1]] = ""
+        args: list[str] = []
+        for path, _iid in slots:
+            parent = _parent(obj, path)
+            args.append(parent[path[-1]])
             parent[path[-1]] = ""
         new_obj, fs = self._masker.mask_json_value(obj, f"sse[{idx}]$")
         self.findings.extend(fs)
@@ -425,18 +498,58 @@ class SSEStreamMasker:
         for (path, key, flush), raw in zip(managed, raws, strict=True):
             st = self._streams.get(key)
             if st is None:
-                st = self._streams[key] = _Stream()
+                st = self._streams[key] = self._new_stream(key)
             st.template = template
             st.event_name = event_name
             emitted = self._emit(st, raw, flush=flush, location=f"sse[{idx}]${_path_str(path)}")
             if flush:
-                self._streams.pop(key, None)
+                self._retire(key, self._streams.pop(key))
             try:
                 _parent(new_obj, path)[path[-1]] = emitted
             except (KeyError, IndexError, TypeError) as exc:
                 raise MaskingError("SSE event changed shape while masking") from exc
             changed = changed or emitted != raw
+        for (path, iid), raw in zip(slots, args, strict=True):
+            try:
+                parent = _parent(new_obj, path)
+            except (KeyError, IndexError, TypeError):
+                continue  # masked whole by a field-name or JSONPath rule
+            if not isinstance(parent, dict) or parent.get(path[-1]) != "":
+                continue
+            masked, inner = self._done_arguments(raw, iid)
+            loc = f"sse[{idx}]${_path_str(path)}"
+            self.findings.extend(Finding(t, loc + p) for t, p in inner)
+            parent[path[-1]] = masked
+            changed = changed or masked != raw
+        if terminal:
+            self._args_memo.clear()
         return bytes(pre), new_obj, changed
+
+    def _new_stream(self, key: StreamKey) -> _Stream:
+        if (key[0] == "chat" and key[2] in ("tool", "fcall")) or (
+            key[0] == "resp" and key[1] in _RESP_JSON_DELTAS
+        ):
+            from .jsonstream import JsonStreamMasker
+
+            return _Stream(JsonStreamMasker(self._masker))
+        return _Stream()
+
+    def _retire(self, key: StreamKey, st: _Stream) -> None:
+        """A stream ended: remember what the Responses API arguments became, so
+        that the ….done events repeating them say the same."""
+        if key[0] == "resp" and st.json is not None:
+            self._args_memo[key[2]] = ("".join(st.raw), "".join(st.sent), st.inner)
+
+    def _done_arguments(self, raw: str, item_id: Any) -> tuple[str, list[tuple[str, str]]]:
+        """The masked whole ``arguments`` of a ….done / output item event:
+        the concatenated deltas as emitted when they add up to ``raw``, else
+        ``raw`` masked at once (the same function, so the same text)."""
+        memo = self._args_memo.get(item_id)
+        if memo is not None and memo[0] == raw:
+            return memo[1], memo[2]
+        from .jsonstream import mask_arguments
+
+        return mask_arguments(self._masker, raw)
 
     def _collect_chat(
         self, obj: dict[str, Any], managed: list[tuple[list[Any], StreamKey, bool]], final: bool
@@ -471,6 +584,13 @@ class SSEStreamMasker:
                                 "arguments",
                             ]
                             managed.append((path, key, flush))
+                fc = delta.get("function_call")  # the deprecated functions API
+                if isinstance(fc, dict) and isinstance(fc.get("arguments"), str):
+                    key = ("chat", cidx, "fcall")
+                    seen.add(key)
+                    managed.append(
+                        (["choices", pos, "delta", "function_call", "arguments"], key, flush)
+                    )
             elif isinstance(ch.get("text"), str):
                 key = ("chat", cidx, "text")
                 seen.add(key)
@@ -479,8 +599,8 @@ class SSEStreamMasker:
                 continue
             # Inject the remainder of this choice's other streams into this chunk.
             for key in [k for k in self._streams if k[:2] == ("chat", cidx) and k not in seen]:
-                if not self._streams[key].pending:
-                    del self._streams[key]
+                if not self._streams[key].held():
+                    self._retire(key, self._streams.pop(key))
                     continue
                 if key[2] == "text":
                     ch["text"] = ""
@@ -492,6 +612,12 @@ class SSEStreamMasker:
                 if key[2] == "field":
                     d[key[3]] = ""
                     managed.append((["choices", pos, "delta", key[3]], key, True))
+                elif key[2] == "fcall":
+                    if not isinstance(d.get("function_call"), dict):
+                        d["function_call"] = {}
+                    d["function_call"]["arguments"] = ""
+                    path = ["choices", pos, "delta", "function_call", "arguments"]
+                    managed.append((path, key, True))
                 else:
                     if not isinstance(d.get("tool_calls"), list):
                         d["tool_calls"] = []
@@ -501,34 +627,28 @@ class SSEStreamMasker:
                     managed.append((path, key, True))
 
     def _emit(self, st: _Stream, piece: str, *, flush: bool, location: str) -> str:
-        text = st.pending + piece
-        if not text:
-            return ""
-        # Scan with the already-emitted raw context in front so that detectors
-        # see the same surroundings as in the whole text (e.g. "SSN: " before
-        # nine bare digits); keep only what lies in the pending text.
-        off = len(st.context)
-        dets = [
-            d._replace(start=max(d.start, off) - off, end=d.end - off)
-            for d in self._masker.scan(st.context + text)
-            if d.end > off
-        ]
-        cut = len(text) if flush else safe_cut(text, dets)
-        if cut == 0:
-            st.pending = text
-            return ""
-        keep = [d for d in dets if d.end <= cut]
-        emitted = self._masker.render(text[:cut], keep)
-        self.findings.extend(Finding(d.entity_type, location) for d in keep)
-        st.pending = text[cut:]
-        st.context = (st.context + text[:cut])[-_CONTEXT_CHARS:]
-        return emitted
+        j = st.json
+        if j is None:
+            text, dets = st.emit(self._masker, piece, flush=flush)
+            self.findings.extend(Finding(d.entity_type, location) for d in dets)
+            return text
+        text = j.feed(piece) if piece else ""
+        if flush:
+            text += j.finish()
+        if j.findings:
+            self.findings.extend(Finding(t, location + p) for t, p in j.findings)
+            st.inner.extend(j.findings)
+            j.findings.clear()
+        st.raw.append(piece)
+        st.sent.append(text)
+        return text
 
     def _flush_streams(self, pred: Callable[[StreamKey], bool] | None, idx: int) -> bytes:
         out = bytearray()
         for key in [k for k in self._streams if pred is None or pred(k)]:
             st = self._streams.pop(key)
-            if not st.pending:
+            if not st.held():
+                self._retire(key, st)
                 continue
             if key[0] == "chat":
                 obj = dict(st.template)
@@ -547,6 +667,13 @@ class SSEStreamMasker:
                         "finish_reason": None,
                     }
                     path = ["choices", 0, "delta", "tool_calls", 0, "function", "arguments"]
+                elif key[2] == "fcall":
+                    choice = {
+                        "index": cidx,
+                        "delta": {"function_call": {"arguments": ""}},
+                        "finish_reason": None,
+                    }
+                    path = ["choices", 0, "delta", "function_call", "arguments"]
                 else:
                     choice = {"index": cidx, "text": "", "finish_reason": None}
                     path = ["choices", 0, "text"]
@@ -555,8 +682,33 @@ class SSEStreamMasker:
                 obj = dict(st.template)
                 path = ["delta"]
             text = self._emit(st, "", flush=True, location=f"sse[{idx}]${_path_str(path)}")
+            self._retire(key, st)
             _parent(obj, path)[path[-1]] = text
             if st.event_name:
                 out += b"event: " + st.event_name.encode("utf-8") + self._eol
             out += b"data: " + _dumps(obj).encode("utf-8") + self._eol + self._eol
         return bytes(out)
+
+
+def _argument_slots(obj: dict[str, Any], t: str, slots: list[tuple[list[Any], Any]]) -> None:
+    """Where a Responses API event repeats function-call arguments whole:
+    ``….arguments.done``, an output item (``response.output_item.*``) and the
+    output of a response (``response.completed``…)."""
+    if t in _RESP_JSON_DONE and isinstance(obj.get("arguments"), str):
+        slots.append((["arguments"], _hashable(obj.get("item_id"))))
+    item = obj.get("item")
+    if (
+        isinstance(item, dict)
+        and item.get("type") in _CALL_ITEMS
+        and isinstance(item.get("arguments"), str)
+    ):
+        slots.append((["item", "arguments"], _hashable(item.get("id"))))
+    resp = obj.get("response")
+    if isinstance(resp, dict) and isinstance(resp.get("output"), list):
+        for i, it in enumerate(resp["output"]):
+            if (
+                isinstance(it, dict)
+                and it.get("type") in _CALL_ITEMS
+                and isinstance(it.get("arguments"), str)
+            ):
+                slots.append((["response", "output", i, "arguments"], _hashable(it.get("id"))))

@@ -44,7 +44,10 @@ def connection_facts(relay: Relay) -> dict[str, str]:
     facts = {
         "user": relay.agent.name if relay.agent else "",
         "database": relay.target.slug if relay.target else "",
-        "application_name": relay.client_params.get("application_name", ""),
+        # The server reports it (ParameterStatus) at start-up and after every SET.
+        "application_name": relay.server_params.get(
+            "application_name", relay.client_params.get("application_name", "")
+        ),
         "client_encoding": relay.server_params.get("client_encoding", ""),
         "tls": relay.tls or "none",
         "server_version": relay.server_params.get("server_version", ""),
@@ -117,7 +120,8 @@ def statement_exchange(relay: Relay, r: StatementRecord) -> ExchangeMessage:
     findings: list[dict[str, Any]] = []
     rm = r.row_masker
     if rm is not None:
-        columns = [f.name for f in rm.fields]
+        # Names are the agent's aliases as often as column names: masked like its SQL.
+        columns = [mask_for_record(relay, f.name, "request") for f in rm.fields]
         sample = [[_cut(v) for v in row] for row in rm.sample[:SAMPLE_ROWS]]
         details["columns"] = columns
         details["rows"] = sample
@@ -132,7 +136,7 @@ def statement_exchange(relay: Relay, r: StatementRecord) -> ExchangeMessage:
         r.copy["rows"] = tag_rows if tag_rows is not None else cm.row_count
         details["copy"] = dict(r.copy)
         if cm.sample:
-            cols = [c.name for c in cm.columns]
+            cols = [mask_for_record(relay, c.name, "request") for c in cm.columns]
             width = max((len(x) for x in cm.sample), default=0)
             cols += [f"column{i + 1}" for i in range(len(cols), width)]
             details["columns"] = cols

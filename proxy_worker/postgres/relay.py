@@ -1415,7 +1415,13 @@ class Relay:
                 if tag == 71:
                     return raw  # nothing leaves the database through COPY FROM
                 return await self._unexpected_result("COPY data")
-            await self._start_copy(r, tag == 71, overall, formats)
+            try:
+                await self._start_copy(r, tag == 71, overall, formats)
+            except RowRefused as e:
+                if tag == 71:  # only the record's sample is lost
+                    log.info("COPY FROM data not sampled: %s", e.message)
+                    return raw
+                return await self._refuse_rows(r, e)
             return raw
         if tag == 100:  # 'd' CopyData (COPY TO)
             r = self._current_record(head)
@@ -1660,14 +1666,24 @@ class Relay:
                         "58000",
                         f"Gatehouse could not resolve the result's column origins: {e.message}",
                     ) from e
+        # A column with the table's OID and attribute number 0 is a whole row of it
+        # (``SELECT t FROM t``); with ``whole_row`` a computed column may hold whole rows
+        # (``t::text``, ``row_to_json(t)``): such values are known by every column name
+        # of the relations read.
+        whole = [bool(f.table_oid) and f.column_attnum <= 0 for f in fields]
+        widen = any(whole) or (
+            analysis is not None and analysis.whole_row and any(not f.table_oid for f in fields)
+        )
+        if wants_origins and widen:
+            all_refs = all_refs | await self._relation_column_names(analysis)
         out = []
         for i, f in enumerate(fields):
             names = {f.name.lower()}
-            if f.table_oid:
+            if f.table_oid and not whole[i]:
                 names |= origins.get((f.table_oid, f.column_attnum), frozenset())
             if aligned:
                 names |= refs[i]  # type: ignore[index]
-            elif not f.table_oid:
+            elif not f.table_oid or whole[i]:
                 names |= all_refs
             out.append(frozenset(names))
         return out
@@ -1750,8 +1766,20 @@ class Relay:
         info = r.analysis.copy if r.analysis is not None else None
         fmt = info.format if info is not None else ("binary" if overall == 1 else "text")
         r.copy = {"direction": "in" if copy_in else "out", "format": fmt, "rows": 0}
-        columns, types = await self._copy_columns(info, r.analysis)
         masker = self._masker("request" if copy_in else "response")
+        columns, types = await self._copy_columns(info, r.analysis, len(formats))
+        if (
+            not copy_in
+            and columns is None
+            and info is not None
+            and masker is not None
+            and getattr(masker, "has_field_rules", True)
+        ):
+            # Field rules need the column names (a table the catalog cannot see: another
+            # session's temporary table, a search_path of the agent's own).
+            raise RowRefused(
+                "58000", "Gatehouse could not resolve the columns of this COPY's relation"
+            )
         cm = CopyMasker(
             info,
             columns,
@@ -1781,25 +1809,58 @@ class Relay:
                     break
 
     async def _copy_columns(
-        self, info: Any, analysis: sqlmod.StatementAnalysis | None
+        self, info: Any, analysis: sqlmod.StatementAnalysis | None, ncols: int
     ) -> tuple[list[frozenset[str]] | None, list[int] | None]:
-        """Names (and type OIDs when known) of the COPY's columns, in order."""
+        """Names (and type OIDs when known) of the COPY's ``ncols`` columns, in order.
+
+        ``COPY (query) TO`` has no ``RowDescription``: its columns are named by the
+        query's references when they align, by the relation of ``SELECT * FROM rel``,
+        and otherwise (stars, whole rows) each column is known by every column name of
+        every relation read: a field rule on any of them masks them all (fail-safe).
+        """
         if info is None:
             return None, None
         if info.relation is None:
             refs = info.query_output_refs
-            return ([frozenset(x) for x in refs] if refs is not None else None), None
-        assert self.target is not None
-        try:
-            cols = await self.listener.catalog(self.target).table_columns(info.relation)
-        except UpstreamError:
-            cols = None
+            if refs is not None:
+                return [frozenset(x) for x in refs], None
+            if info.query_relation is not None:
+                cols = await self._table_columns(info.query_relation)
+                if cols is not None and len(cols) == ncols:
+                    return [frozenset({n}) for n, _t in cols], [t for _n, t in cols]
+            every = await self._relation_column_names(analysis)
+            return [every] * ncols, None
+        cols = await self._table_columns(info.relation)
         if cols is None:
+            if info.columns:
+                return [frozenset({c}) for c in info.columns], None
             return None, None
         if info.columns:
             by_name = dict(cols)
             return [frozenset({c}) for c in info.columns], [by_name.get(c, 0) for c in info.columns]
         return [frozenset({n}) for n, _t in cols], [t for _n, t in cols]
+
+    async def _table_columns(self, relation: str) -> list[tuple[str, int]] | None:
+        assert self.target is not None
+        try:
+            return await self.listener.catalog(self.target).table_columns(relation)
+        except UpstreamError:
+            return None
+
+    async def _relation_column_names(
+        self, analysis: sqlmod.StatementAnalysis | None
+    ) -> frozenset[str]:
+        """Every column name of every relation ``analysis`` reads, and every column it
+        mentions: the names of a value that may hold whole rows of them (relations the
+        catalog cannot resolve add nothing)."""
+        if analysis is None:
+            return frozenset()
+        names = set(analysis.all_refs)
+        for rel in sorted(analysis.facts.relations):
+            cols = await self._table_columns(rel)
+            if cols:
+                names.update(n for n, _t in cols)
+        return frozenset(names)
 
     def _masked_text(self, text: str) -> str:
         """Server text (errors, notices) masked for the wire: the target's response rules,
@@ -1919,12 +1980,26 @@ class Relay:
         except (OSError, RuntimeError, TimeoutError, ConnectionError):
             pass
 
-    async def shutdown(self, message: str) -> None:
-        """The worker is stopping: FATAL 57P01 (admin_shutdown) to the agent, its
-        connection closed, and what it started upstream cancelled. Never raises; the
-        relay's tasks then end by themselves (and record what was pending)."""
+    def revocation(self) -> Refused | None:
+        """What ends this connection under the current policy: a :class:`Refused`
+        (28000 token revoked or expired, 3D000 target removed), or ``None`` while the
+        connection is still allowed (and before it is logged in)."""
+        if self.agent is None or self.target is None or self.upstream is None:
+            return None
+        try:
+            self._current_policy()
+        except Refused as r:
+            return r
+        return None
+
+    async def shutdown(self, message: str, *, sqlstate: str = "57P01") -> None:
+        """End the connection from the gateway's side: a FATAL ``ErrorResponse`` (57P01
+        admin_shutdown when the worker stops; 28000/3D000 when the policy no longer
+        allows the session), the connection closed, and what it started upstream
+        cancelled. Never raises; the relay's tasks then end by themselves (and record
+        what was pending)."""
         self.closed = True
-        await self._fatal("57P01", message)
+        await self._fatal(sqlstate, message)
         with contextlib.suppress(Exception):
             self.writer.close()
         if self.pending:

@@ -189,6 +189,11 @@ class CopyInfo:
             the query has a ``*``.
         encoding: the ``ENCODING`` option (the encoding of the copied data), None when
             absent (the client encoding applies).
+        query_relation: for ``COPY (SELECT * FROM rel ...) TO`` (one plain star over one
+            table or view), ``rel`` (named as :attr:`relation`): the output columns are
+            its columns, in order. None otherwise.
+        query_whole_row: for ``COPY (query) TO``, :attr:`StatementAnalysis.whole_row`
+            of the query.
     """
 
     direction: str
@@ -203,6 +208,8 @@ class CopyInfo:
     header: bool
     query_output_refs: tuple[frozenset[str], ...] | None = None
     encoding: str | None = None
+    query_relation: str | None = None
+    query_whole_row: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,11 @@ class StatementAnalysis:
             fields, ``INSERT``/``UPDATE`` target columns, ``COPY`` column lists),
             lower-cased, stars excluded.
         has_star: a ``*``/``t.*`` or whole-row reference in the result column list.
+        whole_row: a result column may hold a whole row folded into one value
+            (``t::text``, ``row_to_json(t)``, ``concat(t.*)``, a sub-query column made of
+            rows): its name and references say nothing of what it holds, so the relay
+            gives such columns the names of every column of the relations read. Implies
+            :attr:`has_star`.
         param_count: the highest ``$n`` placeholder used (0 if none); for ``PREPARE``
             0 (the inner statement's placeholders are its own parameters, see
             :attr:`prepared`).
@@ -248,6 +260,7 @@ class StatementAnalysis:
     output_refs: tuple[frozenset[str], ...] | None = None
     all_refs: frozenset[str] = frozenset()
     has_star: bool = False
+    whole_row: bool = False
     param_count: int = 0
     copy: CopyInfo | None = None
     prepares: str | None = None
@@ -1179,6 +1192,138 @@ def _is_plain_star(val: Any) -> bool:
     return bool(fields) and "A_Star" in fields[-1]
 
 
+def _returning_scope(
+    typ: str, body: dict, env: dict[str, _Source]
+) -> tuple[Any, dict[str, frozenset[str]], set[str], dict[str, _Source]] | None:
+    """``(output items, names exposed by FROM, range names, CTEs)`` of a plain
+    ``SELECT`` or of DML with ``RETURNING`` (None for anything else)."""
+    if typ == "SelectStmt":
+        env = _with_env(body, env)
+        fmap, ranges = _from_map(body.get("fromClause"), env)
+        return body.get("targetList"), fmap, ranges, env
+    if typ in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+        returning = (body.get("returningClause") or {}).get("exprs")
+        if not returning:
+            return None
+        env = _with_env(body, env)
+        sources = (
+            body.get("fromClause")
+            or body.get("usingClause")
+            or ([body["sourceRelation"]] if body.get("sourceRelation") else [])
+        )
+        fmap, ranges = _from_map(sources, env)
+        rel = body.get("relation") or {}
+        ranges.update({rel.get("relname", "").lower(), "old", "new"})
+        alias = (rel.get("alias") or {}).get("aliasname")
+        if alias:
+            ranges.add(alias.lower())
+        return returning, fmap, ranges, env
+    return None
+
+
+def _whole_row_output(typ: str, body: dict, env: dict[str, _Source]) -> bool:
+    """Whether a result column may hold a whole row folded into one value (``t::text``,
+    ``row_to_json(t)``, ``concat(t.*)``, directly or through a sub-query or CTE column):
+    then no column name says what it holds (see :attr:`StatementAnalysis.whole_row`)."""
+    if typ == "SelectStmt" and body.get("op", "SETOP_NONE") != "SETOP_NONE":
+        env = _with_env(body, env)
+        return any(
+            _whole_row_output("SelectStmt", body.get(leg) or {}, env) for leg in ("larg", "rarg")
+        )
+    if typ == "SelectStmt" and "valuesLists" in body:
+        env = _with_env(body, env)
+        return any(
+            _holds_whole_row(val, {}, set(), env)
+            for row in body["valuesLists"]
+            for val in _tagged(row)[1].get("items") or ()
+        )
+    scope = _returning_scope(typ, body, env)
+    if scope is None:
+        return False
+    items, fmap, ranges, env = scope
+    for item in items or ():
+        val = _tagged(item)[1].get("val")
+        if _is_plain_star(val):
+            # Its columns keep their names, but a sub-query column may itself be a row.
+            if any(_WHOLE_ROW in refs for refs in fmap.values()):
+                return True
+        elif _holds_whole_row(val, fmap, ranges, env):
+            return True
+    return False
+
+
+def _holds_whole_row(
+    node: Any,
+    fmap: dict[str, frozenset[str]],
+    ranges: set[str],
+    env: dict[str, _Source],
+    selected: bool = False,
+) -> bool:
+    """Whether an expression mentions a whole row: a star inside it, a reference to a
+    range (``t``) or to a sub-query column made of rows, unless a field of it is
+    selected (``(t).name``: that field only); scalar and array sub-queries count by their
+    own output. ``count(*)`` does not count."""
+    if type(node) is list:
+        return any(_holds_whole_row(n, fmap, ranges, env) for n in node)
+    if type(node) is not dict:
+        return False
+    for key, value in node.items():
+        if key == "ColumnRef":
+            fields = value.get("fields") or ()
+            if not fields:
+                continue
+            last = fields[-1]
+            if "A_Star" in last:
+                return True
+            name = (last.get("String") or {}).get("sval", "").lower()
+            if not selected and (name in ranges or _WHOLE_ROW in fmap.get(name, ())):
+                return True
+        elif key == "A_Star":
+            return True
+        elif key == "A_Indirection":
+            ind = value.get("indirection") or []
+            if any(type(i) is dict and "A_Star" in i for i in ind):
+                return True
+            first_field = bool(ind) and type(ind[0]) is dict and "String" in ind[0]
+            if _holds_whole_row(value.get("arg"), fmap, ranges, env, first_field):
+                return True
+            if _holds_whole_row(ind, fmap, ranges, env):
+                return True
+        elif key == "SubLink":
+            if value.get("subLinkType") in ("EXPR_SUBLINK", "ARRAY_SUBLINK", "MULTIEXPR_SUBLINK"):
+                styp, sbody = _tagged(value.get("subselect"))
+                if styp and _whole_row_output(styp, sbody, env):
+                    return True
+            if _holds_whole_row(value.get("testexpr"), fmap, ranges, env):
+                return True
+        elif type(value) in (dict, list) and _holds_whole_row(value, fmap, ranges, env):
+            return True
+    return False
+
+
+def _star_relation(typ: str, body: dict) -> str | None:
+    """For ``SELECT * FROM rel ...`` (one plain ``*``/``rel.*`` over one table or view,
+    no set operation, no CTE of that name): ``rel`` as :class:`CopyInfo` names
+    relations; otherwise None."""
+    if typ != "SelectStmt" or body.get("op", "SETOP_NONE") != "SETOP_NONE":
+        return None
+    if "valuesLists" in body:
+        return None
+    targets = body.get("targetList") or ()
+    froms = body.get("fromClause") or ()
+    if len(targets) != 1 or len(froms) != 1:
+        return None
+    if not _is_plain_star(_tagged(targets[0])[1].get("val")):
+        return None
+    ftyp, rv = _tagged(froms[0])
+    if ftyp != "RangeVar" or not rv.get("relname"):
+        return None
+    relname = rv["relname"].lower()
+    if not rv.get("schemaname") and relname in _with_env(body, {}):
+        return None
+    return f"{rv['schemaname']}.{relname}".lower() if rv.get("schemaname") else relname
+
+
 def _bounded(body: dict) -> bool:
     """Whether a top-level query is limited (or reads nothing)."""
     limit = body.get("limitCount")
@@ -1260,11 +1405,15 @@ def _copy_info(
     query_refs = None
     unbounded = False
     has_star = False
+    star_relation = None
+    whole_row = False
     qtyp, qbody = _tagged(body.get("query"))
     if qtyp:
         cols = _columns(qtyp, qbody, env)
         if cols is None:
             has_star = True
+            star_relation = _star_relation(qtyp, qbody)
+            whole_row = _whole_row_output(qtyp, qbody, env)
         else:
             query_refs = tuple(refs for _, refs in cols)
         if qtyp == "SelectStmt":
@@ -1286,6 +1435,8 @@ def _copy_info(
         header=("header" in opts) and _truthy(header),
         query_output_refs=query_refs,
         encoding=encoding if isinstance(encoding, str) else None,
+        query_relation=star_relation,
+        query_whole_row=whole_row,
     )
     return info, unbounded, has_star
 
@@ -1378,12 +1529,14 @@ def _statement(typ: str, body: dict, sql: str) -> _Item:
     w.visit(typ, body, _NO_SCOPE)
     output_refs = None
     has_star = False
+    whole_row = False
     unbounded = False
     copy = None
     if typ == "SelectStmt" and not body.get("intoClause"):
         cols = _columns(typ, body, {})
         if cols is None:
             has_star = True
+            whole_row = _whole_row_output(typ, body, {})
         else:
             output_refs = tuple(refs for _, refs in cols)
         unbounded = not _bounded(body)
@@ -1393,6 +1546,7 @@ def _statement(typ: str, body: dict, sql: str) -> _Item:
         cols = _columns(typ, body, {})
         if cols is None:
             has_star = True
+            whole_row = _whole_row_output(typ, body, {})
         else:
             output_refs = tuple(refs for _, refs in cols)
     elif typ == "CopyStmt":
@@ -1422,6 +1576,7 @@ def _statement(typ: str, body: dict, sql: str) -> _Item:
         output_refs=output_refs,
         all_refs=frozenset(w.refs),
         has_star=has_star,
+        whole_row=whole_row,
         param_count=w.params,
         copy=copy,
         executes=body.get("name", "") if typ == "ExecuteStmt" else None,
@@ -1529,6 +1684,7 @@ def _resolve(
             facts=facts,
             output_refs=None if item.is_move else query.output_refs,
             has_star=False if item.is_move else query.has_star,
+            whole_row=False if item.is_move else query.whole_row,
             all_refs=cursor.all_refs,
             prepared=query,
         )
@@ -1566,6 +1722,7 @@ def _resolve(
             all_refs=refs,
             output_refs=top.output_refs,
             has_star=top.has_star,
+            whole_row=top.whole_row,
             prepared=top,
         )
     return _replace(base, facts=facts, all_refs=refs)

@@ -279,3 +279,45 @@ def test_it_relays_a_pipeline_without_waiting(pg: PgEnv, raw: RawClient) -> None
     got = raw.until_ready()
     assert rows(got) == [[str(i), "[EMAIL]"] for i in range(50)]
     assert len(pg.exchanges(50)) == 50
+
+
+def test_it_records_a_portal_suspended_then_closed_by_sync(pg: PgEnv, raw: RawClient) -> None:
+    raw.send(
+        pq.build_parse("", "select g from generate_series(1, 5) g", ()),
+        pq.build_bind("", "", (), (), ()),
+        pq.build_execute("", 2),
+        pq.build_sync(),
+    )
+    got = raw.until_ready()
+    assert rows(got) == [["1"], ["2"]] and "s" in tags(got)
+    (x,) = pg.exchanges(1)
+    assert x.details["portal_suspended"] is True
+    assert x.details["row_count"] == 2
+    raw.send(pq.build_execute("", 0), pq.build_sync())
+    assert errors(raw.until_ready()) == ['34000 portal "" does not exist']
+
+
+def test_it_masks_rows_a_rule_adds(pg: PgEnv, raw: RawClient) -> None:
+    """A rule's ``DO ALSO SELECT`` answers a simple-protocol INSERT with rows of their own
+    description (masked); the extended protocol discards them."""
+    with pg.direct(autocommit=True) as d:
+        d.execute("create table if not exists ruled (id int)")
+        d.execute(
+            "create or replace rule ruled_leak as on insert to ruled do also "
+            "select email from customers"
+        )
+    try:
+        got = raw.query("insert into ruled values (1)")
+        assert tags(got) == "TDDDCZ" and rows(got) == [["[EMAIL]"]] * 3
+        raw.send(
+            pq.build_parse("", "insert into ruled values (2)", ()),
+            pq.build_bind("", "", (), (), ()),
+            pq.build_describe("P", ""),
+            pq.build_execute(""),
+            pq.build_sync(),
+        )
+        assert tags(raw.until_ready()) == "12nCZ"
+    finally:
+        with pg.direct(autocommit=True) as d:
+            d.execute("drop table ruled")
+    pg.assert_nothing_raw()

@@ -418,3 +418,51 @@ def test_it_relays_large_values(pg: PgEnv) -> None:
     xs = pg.exchanges()
     assert all(len(x.request_body) < 300_000 for x in xs)
     json.dumps([x.details for x in xs])
+
+
+def test_it_runs_prepared_statements_in_a_pipeline_across_syncs(pg: PgEnv) -> None:
+    with pg.connect(autocommit=True, prepare_threshold=0) as c:
+        with c.pipeline() as p:
+            curs = []
+            for i in range(30):
+                curs.append(c.execute("select %s::int, email from customers where id = 1", (i,)))
+                if i % 5 == 4:
+                    p.sync()
+        got = [cur.fetchall() for cur in curs]
+    assert got == [[(i, "[EMAIL]")] for i in range(30)]
+    xs = [x for x in pg.exchanges(30) if x.method == "SELECT"]
+    assert len(xs) == 30 and all(x.status_code == 200 for x in xs)
+
+
+def test_it_relays_an_error_in_the_middle_of_a_result(pg: PgEnv) -> None:
+    sql = "select g, 'u' || g || '@example.com', 10 / (5 - g) from generate_series(1, 9) g"
+    with pg.connect(autocommit=True) as c:
+        with pytest.raises(pgerr.DivisionByZero):
+            c.execute(sql)
+        rows = []
+        with pytest.raises(pgerr.DivisionByZero):
+            for row in c.cursor().stream(sql):
+                rows.append(row)
+        assert c.execute("select 1").fetchone() == (1,)
+    assert rows == [(g, "[EMAIL]", 10 // (5 - g)) for g in range(1, 5)]
+    xs = [x for x in pg.exchanges() if "generate_series" in x.request_body]
+    assert [x.status_code for x in xs] == [400, 400]
+    assert xs[1].details["rows"][0] == ["1", "[EMAIL]", "2"]
+
+
+def test_it_relays_a_copy_in_that_fails_at_the_server(pg: PgEnv) -> None:
+    with pg.connect() as c:
+        cur = c.cursor()
+        with (
+            pytest.raises(pgerr.UniqueViolation) as e,
+            cur.copy("COPY people (email) FROM STDIN") as copy,
+        ):
+            for i in range(2000):
+                copy.write_row((f"x{i}@example.com",))
+            copy.write_row(("jane.roe@example.com",))
+        assert e.value.diag.message_detail == "Key (email)=([EMAIL]) already exists."
+        c.rollback()
+        assert c.execute("select count(*) from people").fetchone() == (1,)
+    (x,) = [x for x in pg.exchanges() if x.details.get("copy")]
+    assert x.status_code == 400 and x.details["sqlstate"] == "23505"
+    pg.assert_nothing_raw()

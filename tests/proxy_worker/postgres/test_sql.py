@@ -1320,3 +1320,73 @@ def test_format_sql_pretty_prints_and_never_raises():
     assert format_sql("selec 1") == "selec 1"
     assert format_sql("") == ""
     assert format_sql("SELECT 1\x00") in ("SELECT 1\x00", "SELECT 1")
+
+
+# -- whole rows in result columns (the relay masks them with every column's name) ------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT c FROM customers c",
+        "SELECT c::text FROM customers c",
+        "SELECT row_to_json(c) -> 'name' FROM customers c",
+        "SELECT concat(c.*) FROM customers c",
+        "SELECT (c).* FROM customers c",
+        "SELECT x FROM (SELECT c AS x FROM customers c) s",
+        "SELECT * FROM (SELECT c AS x FROM customers c) s",
+        "WITH t AS (SELECT * FROM customers) SELECT t FROM t",
+        "SELECT (SELECT c::text FROM customers c LIMIT 1)",
+        "SELECT array_agg(c) FROM customers c",
+        "SELECT 1 UNION ALL SELECT c FROM customers c",
+        "DELETE FROM customers c WHERE id = 1 RETURNING c",
+    ],
+)
+def test_it_sees_whole_rows_in_result_columns(sql):
+    (a,) = analyze(sql)
+    assert a.has_star and a.whole_row
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM customers",
+        "SELECT c.*, 1 FROM customers c",
+        "SELECT count(*) FROM customers",
+        "SELECT (c).name FROM customers c",
+        "SELECT (x).name FROM (SELECT c AS x FROM customers c) s",
+        "SELECT exists(SELECT c FROM customers c)",
+        "SELECT name FROM customers",
+    ],
+)
+def test_it_sees_no_whole_row_where_there_is_none(sql):
+    (a,) = analyze(sql)
+    assert not a.whole_row
+
+
+def test_fetch_and_execute_carry_whole_row():
+    (declare,) = analyze("DECLARE c CURSOR FOR SELECT c::text FROM customers c")
+    (fetch,) = analyze("FETCH 10 FROM c", cursors={"c": declare})
+    assert fetch.whole_row
+    (prep,) = analyze("PREPARE p AS SELECT t FROM customers t")
+    (execute,) = analyze("EXECUTE p", prepared={"p": prep})
+    assert execute.whole_row
+
+
+@pytest.mark.parametrize(
+    ("sql", "relation", "whole_row"),
+    [
+        ("COPY (SELECT * FROM customers WHERE id = 1) TO STDOUT", "customers", False),
+        ("COPY (SELECT c.* FROM public.customers c) TO STDOUT", "public.customers", False),
+        ("COPY (SELECT *, 1 FROM customers) TO STDOUT", None, False),
+        ("COPY (SELECT * FROM a, b) TO STDOUT", None, False),
+        ("COPY (WITH customers AS (SELECT 1) SELECT * FROM customers) TO STDOUT", None, False),
+        ("COPY (SELECT c::text FROM customers c) TO STDOUT", None, True),
+        ("COPY (SELECT id FROM customers) TO STDOUT", None, False),
+    ],
+)
+def test_it_names_the_relation_of_a_copy_of_select_star(sql, relation, whole_row):
+    (a,) = analyze(sql)
+    assert a.copy is not None
+    assert a.copy.query_relation == relation
+    assert a.copy.query_whole_row is whole_row
