@@ -124,7 +124,8 @@ class Target(models.Model):
     upstream_url = models.URLField(
         blank=True,
         help_text="HTTP targets: base URL of the upstream, e.g. https://api.example.com; "
-        "MCP servers: the MCP endpoint, e.g. https://tools.example.com/mcp",
+        "MCP servers: the server's base URL, e.g. https://tools.example.com (agents then "
+        "post to /<slug>/mcp)",
     )
     auth_header = models.CharField(max_length=100, default="Authorization", blank=True)
     auth_scheme = models.CharField(
@@ -243,8 +244,8 @@ class Target(models.Model):
                 )
         elif not self.upstream_url:
             errors["upstream_url"] = (
-                "an MCP server needs an upstream URL: its MCP endpoint, e.g. "
-                "https://tools.example.com/mcp"
+                "an MCP server needs an upstream URL: its base URL, e.g. "
+                "https://tools.example.com (agents then post to /<slug>/mcp)"
                 if self.kind == "mcp"
                 else "an HTTP target needs an upstream URL"
             )

@@ -120,6 +120,9 @@ class RecordingHandler(BaseHTTPRequestHandler):
     """Base request handler: HTTP/1.1, body reading, JSON replies, ``/_received``."""
 
     protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY: a streamed answer's small writes leave at once, not after the
+    #: client's delayed ACK (about 40 ms on Linux), as a real API server sends them.
+    disable_nagle_algorithm = True
     server: RecordingHTTPServer
     server_version = "GatehouseDemo/1.0"
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -41,6 +42,7 @@ def load_or_create_env(path: Path) -> dict[str, str]:
         "GATEHOUSE_MASKING_KEY": lambda: secrets.token_urlsafe(32),
         "DEMO_DATASETTE_TOKEN": lambda: "dstok-" + secrets.token_urlsafe(24),
         "DEMO_LLM_API_KEY": lambda: "sk-demo-" + secrets.token_urlsafe(24),
+        "DEMO_MCP_TOKEN": lambda: "mcp-demo-" + secrets.token_urlsafe(24),
         # The password Gatehouse logs in to the demo's PostgreSQL database with (the
         # customers-db target's credential; the agent never sees it).
         "DEMO_PG_PASSWORD": lambda: "pg-demo-" + secrets.token_urlsafe(24),
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "GATEHOUSE_SPOOL_DIR": str(VAR / "spool"),
             "DEMO_DATASETTE_URL": f"http://127.0.0.1:{ports.datasette}",
             "DEMO_LLM_URL": f"http://127.0.0.1:{ports.llm}",
+            "DEMO_MCP_URL": f"http://127.0.0.1:{ports.mcp}",
         }
     )
     os.environ.update(env)
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     manage(env, "seed_demo", "--token-file", str(token_file))
 
     stack = Stack(ports=ports, env=env, log_dir=VAR / "log", customers_db=db)
-    names = ["datasette", "llm", "web", "proxy", "ingest", "celery-worker", "celery-beat"]
+    names = ["datasette", "llm", "mcp", "web", "proxy", "ingest", "celery-worker", "celery-beat"]
     print("starting: " + ", ".join(names), flush=True)
     try:
         stack.start(names)
@@ -152,17 +155,21 @@ Gatehouse is running.
   web console     {web_url}/
   approvals       {web_url}/approvals/
   sessions        {web_url}/audit/sessions/
-  proxy port      {proxy_url}/<target>/...   targets: customers (datasette), llm (OpenAI-compatible)
+  proxy port      {proxy_url}/<target>/...   targets: customers (datasette), llm (OpenAI),
+                  crm-tools (MCP, /crm-tools/mcp)
   postgres port   postgresql://demo-agent:<token>@127.0.0.1:{ports.pg}/customers-db?sslmode=verify-full
                   (sslrootcert: {VAR / "ca" / "mitmproxy-ca-cert.pem"})
   demo accounts   admin / approver / approver2 / auditor   password: {DEMO_PASSWORD}
   upstreams       datasette http://127.0.0.1:{ports.datasette}  llm http://127.0.0.1:{ports.llm}
+                  mcp http://127.0.0.1:{ports.mcp}/mcp
   logs            {VAR / "log"}
 """
     print(banner, flush=True)
 
     from demo.agent import run as run_agent
     from demo.agent_pg import run as run_agent_pg
+    from demo.agent_sdk import Gateway
+    from demo.agent_sdk import run as run_agent_sdk
 
     decided: set[str] = set()
 
@@ -176,20 +183,47 @@ Gatehouse is running.
                 flush=True,
             )
 
-    failures = run_agent(
-        proxy_url,
-        token_file.read_text().strip(),
-        approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
-        on_held=on_held,
-    )
-    failures += run_agent_pg(
-        "127.0.0.1",
-        ports.pg,
-        token_file.read_text().strip(),
-        ca_file=Path(os.environ.get("GATEHOUSE_CA_DIR", str(VAR / "ca"))) / "mitmproxy-ca-cert.pem",
-        approval_wait=float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120")),
-        on_held=on_held,
-    )
+    token = token_file.read_text().strip()
+    wait = float(os.environ.get("GATEHOUSE_APPROVAL_TIMEOUT", "120"))
+    ca_file = Path(os.environ.get("GATEHOUSE_CA_DIR", str(VAR / "ca"))) / "mitmproxy-ca-cert.pem"
+    programs = [
+        (
+            "httpx + openai SDK",
+            lambda: run_agent(proxy_url, token, approval_wait=wait, on_held=on_held),
+        ),
+        (
+            "psycopg",
+            lambda: run_agent_pg(
+                "127.0.0.1", ports.pg, token, ca_file=ca_file, approval_wait=wait, on_held=on_held
+            ),
+        ),
+        (
+            "OpenAI Agents SDK",
+            lambda: run_agent_sdk(
+                Gateway(
+                    proxy_url=proxy_url,
+                    token=token,
+                    pg=("127.0.0.1", ports.pg, ca_file),
+                    forward_url=f"http://127.0.0.1:{ports.forward}",
+                    llm_url=env["DEMO_LLM_URL"],
+                    mcp_url=env["DEMO_MCP_URL"] + "/mcp",
+                ),
+                approval_wait=wait,
+                on_held=on_held,
+            ),
+        ),
+    ]
+    failures = 0
+    for label, program in programs:
+        try:
+            failures += program()
+        except Exception:  # one program failing must not leave the stack running
+            traceback.print_exc()
+            print(f"\nthe {label} part of the demo agent failed (above)", file=sys.stderr)
+            failures += 1
+        except BaseException:
+            stack.stop()
+            raise
     print(
         "\ndemo agent finished: "
         + ("all steps as expected." if not failures else f"{failures} step(s) unexpected.")

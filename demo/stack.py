@@ -53,6 +53,8 @@ class Ports:
     pg: int = int(os.environ.get("GATEHOUSE_PG_PORT", "6432"))
     datasette: int = int(os.environ.get("DEMO_DATASETTE_PORT", "8101"))
     llm: int = int(os.environ.get("DEMO_LLM_PORT", "8102"))
+    #: The demo's MCP tool server (FastMCP, streamable HTTP).
+    mcp: int = int(os.environ.get("DEMO_MCP_PORT", "8103"))
 
     @classmethod
     def free(cls) -> Ports:
@@ -64,6 +66,7 @@ class Ports:
             pg=free_port(),
             datasette=free_port(),
             llm=free_port(),
+            mcp=free_port(),
         )
 
 
@@ -104,6 +107,17 @@ class Stack:
                 "--port",
                 str(self.ports.llm),
                 "--quiet",
+            ],
+            "mcp": [
+                py,
+                "-m",
+                "demo.mcp_upstream",
+                "--db",
+                str(self.customers_db),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.mcp),
             ],
             "web": [
                 py,
@@ -150,6 +164,7 @@ class Stack:
         return {
             "datasette": self.ports.datasette,
             "llm": self.ports.llm,
+            "mcp": self.ports.mcp,
             "web": self.ports.web,
             "proxy": self.ports.proxy,
         }.get(name)
@@ -165,6 +180,7 @@ class Stack:
                 "GATEHOUSE_FORWARD_PROXY_URL": f"http://127.0.0.1:{self.ports.forward}",
                 "GATEHOUSE_WEB_PORT": str(self.ports.web),
                 "DEMO_LLM_PORT": str(self.ports.llm),
+                "DEMO_MCP_PORT": str(self.ports.mcp),
                 "PYTHONUNBUFFERED": "1",
             }
         )

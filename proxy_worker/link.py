@@ -653,6 +653,42 @@ class ControlPlaneLink:
 
     # -- exchanges ------------------------------------------------------------------------
 
+    def submit_exchange(self, msg: ExchangeMessage) -> asyncio.Future[None]:
+        """Queue an exchange like :meth:`record_exchange` without a task of its own;
+        returns a future done once the entry is in Redis or in the (fsync'd) spool.
+
+        For callers that record many exchanges and wait once (the PostgreSQL relay
+        waits before each ``ReadyForQuery``). Never fails for a Redis failure.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        data = msg.to_json()
+        if not (self.redis_ok or not self.spool_path.exists()):
+            self._spool(data)
+            done.set_result(None)
+            return done
+        fut: asyncio.Future[BaseException | None] = loop.create_future()
+        self._outbox.append((data, fut))
+
+        def _stored(f: asyncio.Future[BaseException | None]) -> None:
+            try:
+                error = f.result()
+                if error is not None:
+                    log.warning("spooling exchange %s: %s", msg.exchange_id, error)
+                    self.redis_ok = False
+                    self._spool(data)
+            except BaseException as e:  # never lose the entry
+                log.warning("spooling exchange %s: %r", msg.exchange_id, e)
+                self._spool(data)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        fut.add_done_callback(_stored)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_exchanges(), name="gatehouse-exchanges")
+        return done
+
     async def record_exchange(self, msg: ExchangeMessage) -> None:
         """Append a finished exchange to the exchanges stream, or spool it locally.
 

@@ -845,40 +845,72 @@ def _mask_strings(masker: Masker, value: Any, findings: list, loc: str) -> Any:
     return value
 
 
-_SCHEMA_KEYS = ("inputSchema", "outputSchema")
+#: Where a JSON-RPC message carries data (as opposed to protocol fields): a tool result's
+#: ``content`` and ``structuredContent``, a resource's ``contents``, a prompt's or a
+#: sampling request's ``messages``, a call's ``arguments``. Spec: MCP 2025-06-18, "Server
+#: features" (tools/call, resources/read, prompts/get) and "Client features" (sampling).
+_PAYLOAD_KEYS = {
+    "result": ("content", "structuredContent", "contents", "messages"),
+    "params": ("arguments", "messages"),
+}
 
 
 def _mask_value(masker: Masker, value: Any, *, tool_list: bool = False) -> tuple[Any, list]:
     """Mask one JSON-RPC message with ``masker`` (base64 payloads left alone).
 
-    ``tool_list``: the message answers ``tools/list``; the tools' input and output
-    schemas are masked as text only, so that a field-name rule (``email``) does not
-    replace the schema of a property of that name and break the tool for the client.
+    The data a message carries (:data:`_PAYLOAD_KEYS`) gets every rule: detectors,
+    field-name and JSONPath rules (paths from the message root, ``$.result.content…``),
+    JSON inside text blocks masked as JSON. Everything else (ids, method names, tool
+    names, descriptions and input schemas of ``tools/list``, error messages, progress
+    notifications) is masked by the detectors only, as text, so that a field-name rule
+    (``name``, ``email``) never replaces a protocol field or a tool's schema and breaks the
+    session for the client. ``tool_list`` is kept for callers; list answers carry no
+    payload keys and are masked as text throughout. Returns ``(masked, findings)``.
     """
+    del tool_list
     findings: list = []
-    schemas: dict[tuple[int, str], Any] = {}
-    tools = value.get("result", {}).get("tools") if tool_list and isinstance(value, dict) else None
-    if isinstance(tools, list):
-        tools = [dict(t) if isinstance(t, dict) else t for t in tools]
-        for i, tool in enumerate(tools):
-            if isinstance(tool, dict):
-                for key in _SCHEMA_KEYS:
-                    if key in tool:
-                        schemas[(i, key)] = tool.pop(key)
-        value = {**value, "result": {**value["result"], "tools": tools}}
     stashed, blobs = mcp.stash_blobs(value) if mcp.find_blobs(value) else (value, [])
-    stashed = _mask_json_text(masker, stashed, findings)
-    masked, f = masker.mask_json_value(stashed, "$")
-    findings.extend(f)
-    masked = mcp.restore_blobs(masked, blobs)
-    result = masked.get("result") if isinstance(masked, dict) else None
-    out_tools = result.get("tools") if isinstance(result, dict) else None
-    if schemas and isinstance(out_tools, list):
-        for (i, key), schema in schemas.items():
-            loc = f"$.result.tools[{i}].{key}"
-            if i < len(out_tools) and isinstance(out_tools[i], dict):
-                out_tools[i] = {**out_tools[i], key: _mask_strings(masker, schema, findings, loc)}
-    return masked, findings
+    if not isinstance(stashed, dict):
+        return mcp.restore_blobs(_mask_strings(masker, stashed, findings, "$"), blobs), findings
+    payload: dict[str, dict[str, Any]] = {}
+    rest: dict[str, Any] = dict(stashed)
+    for part, keys in _PAYLOAD_KEYS.items():
+        block = stashed.get(part)
+        if isinstance(block, dict) and any(k in block for k in keys):
+            payload[part] = {k: block[k] for k in keys if k in block}
+            rest[part] = {k: v for k, v in block.items() if k not in keys}
+    masked = _mask_strings(masker, rest, findings, "$")
+    if payload:
+        inner = _mask_json_text(masker, payload, findings)
+        inner, f = masker.mask_json_value(inner, "$")
+        findings.extend(f)
+        for part, values in inner.items():
+            masked[part] = {**masked.get(part, {}), **values}
+    return mcp.restore_blobs(masked, blobs), findings
+
+
+def mask_jsonrpc_body(masker: Masker, body: bytes) -> tuple[bytes, list] | None:
+    """A JSON-RPC POST body (one message or a batch) masked message by message with
+    :func:`_mask_value` (data fully, protocol fields by the detectors only), as compact
+    UTF-8 JSON; the body itself when nothing changed. ``None`` when ``body`` is not JSON
+    (the caller masks it as any other body). Returns ``(body, findings)``.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    findings: list = []
+    if isinstance(value, list):
+        masked = []
+        for message in value:
+            out, f = _mask_value(masker, message)
+            masked.append(out)
+            findings.extend(f)
+    else:
+        masked, findings = _mask_value(masker, value)
+    if not findings and masked == value:
+        return body, findings
+    return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode(), findings
 
 
 class McpStream:

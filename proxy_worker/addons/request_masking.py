@@ -15,6 +15,7 @@ import time
 
 from mitmproxy import http
 
+from proxy_worker.addons.mcp_gate import mask_jsonrpc_body
 from proxy_worker.flowstate import answer_error, state_of
 from proxy_worker.link import ControlPlaneLink
 from proxy_worker.masking import (
@@ -85,7 +86,18 @@ class RequestMasking:
         body = decode_content(
             raw, req.headers.get("content-encoding"), max_bytes=masker.max_body_bytes
         )
-        if body:
+        mcp_masked = (
+            mask_jsonrpc_body(masker, body) if body and getattr(st, "mcp", None) else None
+        )
+        if mcp_masked is not None:
+            # An MCP call: its data masked by every rule, its protocol fields (the tool's
+            # name, ids, method) by the detectors only, so the call still names its tool.
+            new_body, mf = mcp_masked
+            if new_body is not body:
+                req.content = new_body
+            findings += mf
+            st.request_record = new_body
+        elif body:
             result = masker.mask_body(body, req.headers.get("content-type"))
             if result.handler == "binary":  # the target passes binary bodies
                 st.request_record = f"[binary body: {len(body)} bytes]".encode()

@@ -1051,6 +1051,12 @@ class Masker:
         """The detectors, in priority order."""
         return self._detectors
 
+    @property
+    def has_field_rules(self) -> bool:
+        """Whether any rule masks fields by name (then result columns are looked up by
+        every name they are known by; see ``proxy_worker.postgres.catalog``)."""
+        return bool(self._fields)
+
     def field_strategy(self, name: str) -> str | None:
         """Strategy of the field-name rule matching ``name`` (case-insensitive), if any."""
         return self._fields.get(name.casefold()) if self._fields else None
@@ -1181,9 +1187,7 @@ class Masker:
                 blank[d.start : d.end] = bytes(d.end - d.start)
         return accepted
 
-    def _scan_c(
-        self, text: str, hint: str, sel: list[int], phones: bool
-    ) -> list[Detection] | None:
+    def _scan_c(self, text: str, hint: str, sel: list[int], phones: bool) -> list[Detection] | None:
         """:meth:`_scan_uncached` in C when every selected detector has a C finder
         (ASCII text and hint), else ``None``."""
         ctypes = self._c_types

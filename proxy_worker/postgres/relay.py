@@ -83,7 +83,13 @@ from proxy_worker.postgres.state import (
     is_boundary,
 )
 from proxy_worker.postgres.types import python_codec
-from proxy_worker.postgres.upstream import MessageReader, UpstreamError, UpstreamSession, connect
+from proxy_worker.postgres.upstream import (
+    CoalescingWriter,
+    MessageReader,
+    UpstreamError,
+    UpstreamSession,
+    connect,
+)
 
 if TYPE_CHECKING:
     from proxy_worker.postgres.server import PostgresListener
@@ -206,6 +212,9 @@ class Relay:
         self.cursors: dict[str, sqlmod.StatementAnalysis] = {}
         self.portals: dict[str, Portal] = {}
         self.pending: deque[Expect] = deque()
+        #: An extended-protocol error left the server discarding messages until the
+        #: next Sync, and that Sync has not been forwarded yet.
+        self._skipping_to_sync = False
         self.copy_in: StatementRecord | None = None
         self.copy_in_masker: CopyMasker | None = None
         self.transaction_status = "I"
@@ -217,6 +226,7 @@ class Relay:
         self._readahead: list[tuple[int, bytes]] = []
         self._client_eof = False
         self.terminated = False
+        self._record_maskers: dict[int, tuple[Any, Any]] = {}
         #: Stop relaying at once (a result that cannot be masked was cut off).
         self.abort = False
         self._upstream_task: asyncio.Task[None] | None = None
@@ -426,6 +436,8 @@ class Relay:
             self._record_connection_error(e)
             return False
         up = self.upstream
+        # Frontend messages forwarded in one turn of the loop leave in one write.
+        up.writer = CoalescingWriter(up.writer)  # type: ignore[assignment]
         self.server_params = dict(up.parameters)
         codec = python_codec(up.parameters.get("client_encoding", "UTF8"))
         if codec is None:
@@ -495,7 +507,8 @@ class Relay:
                     await self._fatal(exc.sqlstate, str(exc))
                 elif exc is not None and not isinstance(
                     # OSError: a reset, or a broken TLS record (ssl.SSLError).
-                    exc, ClientGone | OSError | EOFError | asyncio.IncompleteReadError
+                    exc,
+                    ClientGone | OSError | EOFError | asyncio.IncompleteReadError,
                 ):
                     raise exc
         else:
@@ -564,12 +577,12 @@ class Relay:
         elif tag == _D:
             kind, name = pq.parse_describe(payload, self.encoding)
             target = self.statements.get(name) if kind == "S" else self.portals.get(name)
-            self.pending.append(DescribeExpect(kind, target, epoch=self._epoch))
+            self._expect(DescribeExpect(kind, target, epoch=self._epoch))
             up.write(raw)
         elif tag == _E:
             await self._on_execute(payload, raw)
         elif tag == _S:
-            self.pending.append(SyncExpect(segment=self._segment))
+            self._expect(SyncExpect(segment=self._segment))
             up.write(pq.build_sync())
             self._segment += 1
             self._epoch += 1
@@ -577,7 +590,7 @@ class Relay:
             up.write(pq.build_flush())
         elif tag == _C:
             kind, name = pq.parse_close(payload, self.encoding)
-            self.pending.append(CloseExpect(kind, name, seq=self._seq))
+            self._expect(CloseExpect(kind, name, seq=self._seq))
             up.write(raw)
             self._epoch += 1
         elif tag == _F:
@@ -658,13 +671,13 @@ class Relay:
             r.started_at, r.started_perf = time.time(), time.perf_counter()
             if outcome is not None:
                 r.decision, r.approval_id, r.grant_id = outcome
-        self.pending.append(QueryExpect(records, segment=self._segment, seq=self._seq))
+        self._expect(QueryExpect(records, segment=self._segment, seq=self._seq))
         self.upstream.writer.write(raw)
 
     def _refuse_simple(self, refusal: Refused, record: StatementRecord) -> None:
         assert self.upstream is not None
         self._apply_refusal(record, refusal)
-        self.pending.append(
+        self._expect(
             RefusalExpect(refusal.frame(), simple=True, record=record, segment=self._segment)
         )
         self.upstream.writer.write(pq.build_query(REFUSED_QUERY))
@@ -699,7 +712,7 @@ class Relay:
             record = StatementRecord(None, text, "UTILITY", extended=True)
             refusal = _unparseable(e)
             self._apply_refusal(record, refusal)
-            self.pending.append(RefusalExpect(refusal.frame(), record=record))
+            self._expect(RefusalExpect(refusal.frame(), record=record))
             self.upstream.writer.write(pq.build_parse(name, REFUSED_QUERY, ()))
             return
         st = PreparedStatement(
@@ -707,7 +720,7 @@ class Relay:
         )
         previous = self.statements.get(name)
         self.statements[name] = st
-        self.pending.append(ParseExpect(st, previous))
+        self._expect(ParseExpect(st, previous))
         self.upstream.writer.write(raw)
 
     async def _on_bind(self, payload: bytes, raw: bytes) -> None:
@@ -761,7 +774,7 @@ class Relay:
         portal.record = record
         previous = self.portals.get(bind.portal)
         self.portals[bind.portal] = portal
-        self.pending.append(BindExpect(portal, previous))
+        self._expect(BindExpect(portal, previous))
         self.upstream.writer.write(raw)
 
     def _refuse_bind(
@@ -782,7 +795,7 @@ class Relay:
         portal.record = record
         restore = (bind.portal, self.portals.get(bind.portal))
         self.portals[bind.portal] = portal
-        self.pending.append(RefusalExpect(refusal.frame(), record=record, restore=restore))
+        self._expect(RefusalExpect(refusal.frame(), record=record, restore=restore))
         missing = f"gatehouse_refused_{secrets.token_hex(8)}"
         self.upstream.writer.write(pq.build_bind(bind.portal, missing, (), (), ()))
 
@@ -828,13 +841,13 @@ class Relay:
         ):
             # Learn the result's columns, types and formats before any row arrives (again
             # after anything that could have replaced the portal at the server).
-            self.pending.append(DescribeExpect("P", portal, internal=True, epoch=self._epoch))
+            self._expect(DescribeExpect("P", portal, internal=True, epoch=self._epoch))
             up.write(pq.build_describe("P", name))
         if portal.record is not None and not portal.refused:
             r = portal.record
             if not r.portal_suspended:
                 r.started_at, r.started_perf = time.time(), time.perf_counter()
-        self.pending.append(ExecuteExpect(portal, seq=self._seq))
+        self._expect(ExecuteExpect(portal, seq=self._seq))
         up.write(raw)
 
     def _refuse_execute(self, name: str) -> None:
@@ -851,7 +864,7 @@ class Relay:
             refusal = Refused("34000", f'portal "{name}" does not exist')
         record = StatementRecord(None, f"-- execute portal {name}", "CURSOR", extended=True)
         self._apply_refusal(record, refusal)
-        self.pending.append(RefusalExpect(refusal.frame(), record=record))
+        self._expect(RefusalExpect(refusal.frame(), record=record))
         missing = f"gatehouse_refused_{secrets.token_hex(8)}"
         self.upstream.writer.write(pq.build_execute(missing))
 
@@ -889,7 +902,7 @@ class Relay:
         if outcome is not None:
             record.decision, record.approval_id, record.grant_id = outcome
         record.started_at, record.started_perf = time.time(), time.perf_counter()
-        self.pending.append(FunctionCallExpect(record, segment=self._segment))
+        self._expect(FunctionCallExpect(record, segment=self._segment))
         self.upstream.writer.write(raw)
 
     def _on_copy_in(self, tag: int, payload: bytes, raw: bytes) -> None:
@@ -1259,11 +1272,14 @@ class Relay:
                 if frame is not None:
                     if frame is _FLUSH_THEN_Z:
                         # ReadyForQuery: the cycle's exchanges are stored before the agent
-                        # may go on (nothing answered is unrecorded).
-                        if out:
-                            self.writer.write(b"".join(out))
-                            out = []
-                        await self._records_stored()
+                        # may go on (nothing answered is unrecorded). What precedes it in
+                        # this batch waits too (one Redis round trip), so the answer
+                        # leaves in one write (one TLS record, one send).
+                        if self.records_in_flight:
+                            if sum(map(len, out)) > 64 * 1024:
+                                self.writer.write(b"".join(out))
+                                out = []
+                            await self._records_stored()
                         frame = raw
                     out.append(frame)
                 i += 1
@@ -1279,9 +1295,10 @@ class Relay:
 
     async def _records_stored(self) -> None:
         tasks, self.records_in_flight = self.records_in_flight, []
-        for t in tasks:
+        pending = [t for t in tasks if not t.done()]
+        if pending:
             with contextlib.suppress(Exception):
-                await t
+                await asyncio.gather(*pending, return_exceptions=True)
 
     def _head(self) -> Expect | None:
         return self.pending[0] if self.pending else None
@@ -1507,16 +1524,47 @@ class Relay:
             self.closed = True
         return raw if masked is payload else pq.frame(b"E", masked)
 
+    def _expect(self, e: Expect) -> None:
+        """Queue the expectation of a message just forwarded upstream (in wire order).
+
+        While the server discards messages until ``Sync`` after an extended-protocol
+        error (PostgreSQL's ``ignore_till_sync``: every message but ``Sync``, simple
+        queries and function calls included), a message forwarded before that ``Sync``
+        gets no answer: its expectation is dropped at once, as :meth:`_skip_to_sync` drops
+        those already queued, instead of waiting for replies that never come.
+        """
+        if isinstance(e, SyncExpect):
+            self._skipping_to_sync = False
+        elif self._skipping_to_sync:
+            self._skipped(e)
+            self._undo(e)
+            return
+        self.pending.append(e)
+
+    @staticmethod
+    def _skipped(e: Expect) -> None:
+        if isinstance(e, RefusalExpect) and e.record is not None:
+            e.record.finished = True  # never reached the server: not a statement run
+        elif isinstance(e, QueryExpect):
+            for r in e.records:
+                r.finished = True
+        elif isinstance(e, FunctionCallExpect):
+            e.record.finished = True
+
     def _skip_to_sync(self) -> None:
         """After an error in the extended protocol the server skips every message until
         ``Sync``: drop their expectations (what they would have created or replaced at the
-        server was not, so the relay's names go back to what they stood for before)."""
+        server was not, so the relay's names go back to what they stood for before). If
+        that ``Sync`` has not been forwarded yet, :meth:`_expect` drops the expectations
+        of what is forwarded until it is."""
         skipped = []
         while self.pending and not isinstance(self.pending[0], SyncExpect):
             e = self.pending.popleft()
             skipped.append(e)
             if isinstance(e, RefusalExpect) and e.record is not None:
                 e.record.finished = True  # never reached the server: not a statement run
+        if not self.pending:
+            self._skipping_to_sync = True
         for e in reversed(skipped):  # the latest change of a name is undone first
             self._undo(e)
 
@@ -1637,14 +1685,34 @@ class Relay:
         assert self.target is not None and self.agent is not None
         masker = self._masker("response")
         names = await self._field_names(fields, analysis, masker)
-        return RowMasker(
-            fields,
-            names,
-            masker,
-            encoding=self.encoding,
-            binary_policy=self._binary_policy(),
-            record_masker=self._record_masker(masker),
+        record_masker = self._record_masker(masker)
+        binary_policy = self._binary_policy()
+        # Column plans depend only on these; build once per result shape, copy per use.
+        key = (
+            tuple(fields),
+            tuple(names),
+            id(masker),
+            id(record_masker),
+            self.encoding,
+            binary_policy,
         )
+        plans = self.listener.row_plans
+        proto = plans.get(key)
+        if proto is None or proto.masker is not masker or proto.record_masker is not record_masker:
+            proto = RowMasker(
+                fields,
+                names,
+                masker,
+                encoding=self.encoding,
+                binary_policy=binary_policy,
+                record_masker=record_masker,
+            )
+            plans[key] = proto
+            if len(plans) > ROW_PLAN_CACHE:
+                plans.popitem(last=False)
+        else:
+            plans.move_to_end(key)
+        return proto.fresh()
 
     async def _field_names(
         self, fields: tuple[Any, ...], analysis: sqlmod.StatementAnalysis | None, masker: Any
@@ -1693,9 +1761,19 @@ class Relay:
         return self.link.state.masker(self.target.id, direction, self.agent.group_ids)
 
     def _record_masker(self, masker: Any) -> Any:
+        """The masker run over what is recorded after ``masker`` (every default type it
+        does not cover; all of them without one). Memoised per target masker."""
         if masker is None or not masker.enabled:
             return self.link.record_masker
-        return self.link.record_masker_for(frozenset(masker.entity_types))
+        memo = self._record_maskers
+        hit = memo.get(id(masker))
+        if hit is not None and hit[0] is masker:
+            return hit[1]
+        extra = self.link.record_masker_for(frozenset(masker.entity_types))
+        if len(memo) > 64:
+            memo.clear()
+        memo[id(masker)] = (masker, extra)
+        return extra
 
     def _binary_policy(self) -> str:
         assert self.target is not None
@@ -1931,8 +2009,7 @@ class Relay:
         except Exception:
             log.exception("could not build the exchange of a statement")
             return
-        task = asyncio.ensure_future(self.link.record_exchange(msg))
-        self.records_in_flight.append(task)
+        self.records_in_flight.append(self.link.submit_exchange(msg))
 
     def _record_connection_error(self, e: UpstreamError) -> None:
         r = StatementRecord(None, "", "UTILITY", extended=False)
@@ -2023,6 +2100,9 @@ class Relay:
             self.writer.close()
         await self._records_stored()
 
+
+#: Result shapes whose column plans are kept (LRU, per worker).
+ROW_PLAN_CACHE = 2048
 
 #: Bytes of COPY FROM data sent ahead of the server's CopyInResponse kept for sampling.
 EARLY_COPY_SAMPLE = 1024 * 1024

@@ -25,6 +25,7 @@ import hmac
 import logging
 import secrets
 import ssl
+from collections import OrderedDict
 from typing import Any
 
 from proxy_worker.identity import Authenticator
@@ -72,6 +73,8 @@ class PostgresListener:
         self._relays: set[Any] = set()
         self._keys: dict[int, tuple[bytes, Any]] = {}
         self._catalogs: dict[tuple[Any, ...], Catalog] = {}
+        #: Column plans (``RowMasker`` prototypes) by result shape, shared by connections.
+        self.row_plans: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
 

@@ -106,6 +106,48 @@ class MessageReader:
         return self.splitter.buffered + sum(len(m[2]) for m in self._ready[self._pos :])
 
 
+class CoalescingWriter:
+    """A :class:`asyncio.StreamWriter` whose writes within one turn of the event loop go
+    out as one: the relay forwards a pipeline of frontend messages (``Parse``, ``Bind``,
+    ``Describe``, ``Execute``, ``Sync``) message by message, and each plain write is a
+    ``send`` system call (and, with TLS, a TLS record). Buffered bytes are written by a
+    callback scheduled on the first write, so they leave before anything the relay
+    awaits can run; :meth:`drain` and :meth:`close` flush first.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._buf: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._buf.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is buffered now (never raises for a closed connection)."""
+        self._scheduled = False
+        if not self._buf:
+            return
+        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
+        self._buf.clear()
+        if not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def drain(self) -> None:
+        self.flush()
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+    def __getattr__(self, name: str):  # is_closing, get_extra_info, transport, ...
+        return getattr(self._writer, name)
+
+
 @dataclass
 class UpstreamSession:
     """A logged-in upstream connection, ready for queries (``ReadyForQuery`` seen).

@@ -1,4 +1,5 @@
-"""The whole stack on free ports: web, proxy worker, ingest, datasette, the LLM upstream.
+"""The whole stack on free ports: web, proxy worker, ingest, datasette, the LLM and MCP
+upstreams.
 
 Processes are real (:mod:`demo.stack`) and share the test database and Redis with this
 test process. Data is created with the real seed command; the database is flushed at the
@@ -39,6 +40,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     db_path = build_customers_db(tmp / "customers.db", rows=50)
     datasette_token = "dstok-" + secrets.token_urlsafe(16)
     llm_key = "sk-upstream-" + secrets.token_urlsafe(16)
+    mcp_token = "mcp-upstream-" + secrets.token_urlsafe(16)
     r = client()
     for key in r.scan_iter(f"{settings.REDIS_PREFIX}:*"):
         r.delete(key)
@@ -55,6 +57,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         "GATEHOUSE_CA_DIR": str(tmp / "ca"),
         "DEMO_DATASETTE_TOKEN": datasette_token,
         "DEMO_LLM_API_KEY": llm_key,
+        "DEMO_MCP_TOKEN": mcp_token,
     }
     token_file = tmp / "agent-token"
     # The PostgreSQL target's database: the demo's customers, in a database of its own.
@@ -72,6 +75,8 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
             datasette_token=datasette_token,
             llm_url=f"http://127.0.0.1:{ports.llm}",
             llm_key=llm_key,
+            mcp_url=f"http://127.0.0.1:{ports.mcp}",
+            mcp_token=mcp_token,
             approval_timeout=20,
             token_file=token_file,
             pg_database=pg_database,
@@ -101,7 +106,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         )
     st = Stack(ports=ports, env=env, log_dir=tmp / "log", customers_db=db_path)
     try:
-        st.start(["datasette", "llm", "web", "proxy", "ingest"])
+        st.start(["datasette", "llm", "mcp", "web", "proxy", "ingest"])
     except Exception:
         for name in st.procs:
             print(f"--- {name}\n{st.log(name)[-3000:]}")
@@ -119,6 +124,8 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         llm_url=f"http://127.0.0.1:{ports.llm}",
         datasette_token=datasette_token,
         llm_key=llm_key,
+        mcp_url=f"http://127.0.0.1:{ports.mcp}/mcp",
+        mcp_token=mcp_token,
         pii_rows=rows,
         pg_port=ports.pg,
         pg_database=pg_database,
@@ -142,7 +149,9 @@ def _drop_pg(database: str, role: str) -> None:
     from demo.customers_pg import server_params
 
     with psycopg.connect(dbname="postgres", autocommit=True, **server_params()) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        c.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

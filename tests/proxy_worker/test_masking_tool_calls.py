@@ -139,7 +139,9 @@ def dump(value: Any, rnd: random.Random, *, ascii_only: bool, p_escape: float, w
 
     def node(v: Any) -> str:
         if isinstance(v, dict):
-            members = [space() + string(k) + space() + ":" + space() + node(x) for k, x in v.items()]
+            members = [
+                space() + string(k) + space() + ":" + space() + node(x) for k, x in v.items()
+            ]
             return "{" + ",".join(members) + space() + "}"
         if isinstance(v, list):
             return "[" + ",".join(space() + node(x) for x in v) + space() + "]"
@@ -215,7 +217,9 @@ def chat_sse(pieces: list[str], *, finish: bool = True) -> bytes:
     first = {"index": 0, "id": "call_1", "type": "function"}
     out = chunk({"role": "assistant", "content": None})
     out += chunk({"tool_calls": [{**first, "function": {"name": "lookup", "arguments": ""}}]})
-    out += "".join(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces)
+    out += "".join(
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces
+    )
     if finish:
         out += chunk({}, "tool_calls") + "data: [DONE]\n\n"
     return out.encode()
@@ -371,7 +375,9 @@ def test_values_flow_token_by_token() -> None:
 def test_a_long_string_streams_within_the_hold_back(api) -> None:
     """A string longer than HOLD_BACK is opened and streamed through the text hold-back:
     output flows before it closes, and it is masked all along."""
-    note = " ".join(f"word{i} jane.doe@example.com" if i % 50 == 7 else f"word{i}" for i in range(3000))
+    note = " ".join(
+        f"word{i} jane.doe@example.com" if i % 50 == 7 else f"word{i}" for i in range(3000)
+    )
     args = json.dumps({"note": note, "email": "bob\u0040example.net"})
     pieces = split(args, list(range(7, len(args), 7)))
     j = JsonStreamMasker(DEFAULT)
@@ -383,9 +389,13 @@ def test_a_long_string_streams_within_the_hold_back(api) -> None:
             assert len(out) > i * 7 - HOLD_BACK - 200  # flowing, not held
     out += j.finish()
     assert json.loads(out) == DEFAULT.mask_json_value(json.loads(args))[0]
-    stream = responses_sse(responses_events(args, pieces)) if api == "responses" else chat_sse(pieces)
+    stream = (
+        responses_sse(responses_events(args, pieces)) if api == "responses" else chat_sse(pieces)
+    )
     sse_out, _ = run_sse(DEFAULT, stream, [])
-    emitted = responses_arguments(sse_out)["deltas"] if api == "responses" else chat_arguments(sse_out)
+    emitted = (
+        responses_arguments(sse_out)["deltas"] if api == "responses" else chat_arguments(sse_out)
+    )
     assert "jane.doe" not in emitted and json.loads(emitted)["email"] == "[EMAIL]"
     assert emitted == out
 
@@ -471,7 +481,11 @@ FIELDS = Masker(
     ],
 )
 def test_field_name_rules_apply_to_argument_keys(obj) -> None:
-    for args in (json.dumps(obj), json.dumps(obj, indent=2), json.dumps(obj, separators=(",", ":"))):
+    for args in (
+        json.dumps(obj),
+        json.dumps(obj, indent=2),
+        json.dumps(obj, separators=(",", ":")),
+    ):
         whole, findings = mask_arguments(FIELDS, args)
         assert json.loads(whole) == FIELDS.mask_json_value(obj)[0]
         assert any(t == "FIELD" for t, _p in findings)
@@ -484,7 +498,11 @@ def test_field_name_rules_apply_to_argument_keys(obj) -> None:
 def test_a_field_value_is_never_replayed_as_text() -> None:
     """Malformed inside, or truncated in, a field-rule value: its placeholder and
     nothing more."""
-    for args in ('{"address": "1 Main St', '{"address": {"street": "1 Main St" x', '{"notes": [1, 2'):
+    for args in (
+        '{"address": "1 Main St',
+        '{"address": {"street": "1 Main St" x',
+        '{"notes": [1, 2',
+    ):
         out, _ = mask_arguments(FIELDS, args)
         assert "Main" not in out and "1, 2" not in out
 
@@ -572,10 +590,10 @@ def test_legacy_function_call_deltas_are_reassembled() -> None:
         *({"function_call": {"arguments": p}} for p in split(args, [9, 15, 22])),
     ]
     stream = "".join(
-        f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': d, 'finish_reason': None}]})}\n\n"
+        f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': d, 'finish_reason': None}]})}\n\n"  # noqa: E501
         for d in chunks
     )
-    stream += f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'function_call'}]})}\n\ndata: [DONE]\n\n"
+    stream += f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'function_call'}]})}\n\ndata: [DONE]\n\n"  # noqa: E501
     out, _ = run_sse(DEFAULT, stream.encode(), [])
     got = "".join(
         (c.get("delta") or {}).get("function_call", {}).get("arguments", "")
@@ -590,12 +608,17 @@ def test_parallel_tool_calls_are_kept_apart() -> None:
     a, b = '{"to": "jane.doe@example.com"}', '{"card": "4111 1111 1111 1111"}'
     deltas = []
     for pa, pb in zip(split(a, [3, 12, 20]), split(b, [5, 14, 22]), strict=False):
-        deltas.append([{"index": 0, "function": {"arguments": pa}}, {"index": 1, "function": {"arguments": pb}}])
+        deltas.append(
+            [
+                {"index": 0, "function": {"arguments": pa}},
+                {"index": 1, "function": {"arguments": pb}},
+            ]
+        )
     stream = "".join(
-        f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': {'tool_calls': d}, 'finish_reason': None}]})}\n\n"
+        f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': {'tool_calls': d}, 'finish_reason': None}]})}\n\n"  # noqa: E501
         for d in deltas
     )
-    stream += f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'tool_calls'}]})}\n\n"
+    stream += f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'tool_calls'}]})}\n\n"  # noqa: E501
     out, _ = run_sse(DEFAULT, stream.encode(), [])
     got = {0: "", 1: ""}
     for e in events_of(out):
@@ -652,7 +675,10 @@ def _responses_turn(body: dict[str, Any]) -> list[dict[str, Any]]:
             "delta": "Done.",
         },
         {"type": "response.output_item.done", "output_index": 0, "item": msg},
-        {"type": "response.completed", "response": {**base, "status": "completed", "output": [msg]}},
+        {
+            "type": "response.completed",
+            "response": {**base, "status": "completed", "output": [msg]},
+        },
     ]
     for i, e in enumerate(evs):
         e["sequence_number"] = i
@@ -668,7 +694,7 @@ def _chat_turn(body: dict[str, Any]) -> bytes:
     chunks = [({"role": "assistant", "content": "Done."}, None), ({}, "stop")]
     return (
         "".join(
-            f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': d, 'finish_reason': f}]})}\n\n"
+            f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': d, 'finish_reason': f}]})}\n\n"  # noqa: E501
             for d, f in chunks
         )
         + "data: [DONE]\n\n"
@@ -773,7 +799,9 @@ def test_agents_sdk_calls_the_tool_with_masked_arguments(llm, api) -> None:
             tools=[lookup],
             model=model_cls(model="m", openai_client=client),
         )
-        result = Runner.run_streamed(agent, "look up Jane", run_config=RunConfig(tracing_disabled=True))
+        result = Runner.run_streamed(
+            agent, "look up Jane", run_config=RunConfig(tracing_disabled=True)
+        )
         async for _ in result.stream_events():
             pass
         return str(result.final_output)

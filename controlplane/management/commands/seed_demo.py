@@ -43,6 +43,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--llm-key", default=os.environ.get("DEMO_LLM_API_KEY", ""))
         parser.add_argument(
+            "--mcp-url",
+            default=os.environ.get("DEMO_MCP_URL", "http://127.0.0.1:8103"),
+            help="Base URL of the demo's MCP tool server (target crm-tools)",
+        )
+        parser.add_argument("--mcp-token", default=os.environ.get("DEMO_MCP_TOKEN", ""))
+        parser.add_argument(
             "--pg-host",
             default=os.environ.get("GATEHOUSE_DB_HOST", "127.0.0.1"),
             help="Host of the demo's PostgreSQL customers database (target customers-db)",
@@ -77,6 +83,8 @@ class Command(BaseCommand):
         datasette_token: str,
         llm_url: str,
         llm_key: str,
+        mcp_url: str,
+        mcp_token: str,
         pg_host: str,
         pg_port: int,
         pg_database: str,
@@ -129,6 +137,24 @@ class Command(BaseCommand):
                 llm.set_credential(llm_key)
                 llm.save()
 
+            crm_tools, _ = Target.objects.update_or_create(
+                slug="crm-tools",
+                defaults={
+                    "name": "CRM tools (MCP server)",
+                    "kind": "mcp",
+                    "upstream_url": mcp_url,
+                    "auth_header": "Authorization",
+                    "auth_scheme": "Bearer",
+                    "approval_timeout": approval_timeout,
+                    "default_action": "allow",
+                    "mcp_block_changed_tools": True,
+                    "mcp_allow_server_requests": False,
+                },
+            )
+            if mcp_token:
+                crm_tools.set_credential(mcp_token)
+                crm_tools.save()
+
             customers_db, _ = Target.objects.update_or_create(
                 slug="customers-db",
                 defaults={
@@ -153,7 +179,7 @@ class Command(BaseCommand):
             agent, _ = Agent.objects.update_or_create(
                 name="demo-agent",
                 defaults={
-                    "description": "The demo agent (httpx + openai SDK)",
+                    "description": "The demo agent (Agents SDK, httpx, openai SDK, psycopg)",
                     "owner": users["admin"],
                 },
             )
@@ -175,7 +201,7 @@ class Command(BaseCommand):
                     "direction": "response",
                 },
             )
-            names.targets.set([customers_db])
+            names.targets.set([customers_db, crm_tools])
 
             AccessRule.objects.update_or_create(
                 name="No schema discovery",
@@ -232,6 +258,30 @@ class Command(BaseCommand):
                     "action": "approve",
                     "approval_timeout": approval_timeout,
                     "reason": "A SELECT without LIMIT reads the whole customer table.",
+                },
+            )
+
+            AccessRule.objects.update_or_create(
+                name="No bulk customer export",
+                defaults={
+                    "position": 60,
+                    "target": crm_tools,
+                    "mcp_methods": ["tools/call"],
+                    "tool_names": ["export_*"],
+                    "action": "deny",
+                    "reason": "Agents may not export the whole customer base.",
+                },
+            )
+            AccessRule.objects.update_or_create(
+                name="Customer deletion needs approval",
+                defaults={
+                    "position": 70,
+                    "target": crm_tools,
+                    "mcp_methods": ["tools/call"],
+                    "tool_names": ["delete_customer"],
+                    "action": "approve",
+                    "approval_timeout": approval_timeout,
+                    "reason": "Deleting a customer cannot be undone.",
                 },
             )
 

@@ -59,7 +59,9 @@ MASKING = [
         "id": 2,
         "name": "Names",
         "entity_types": [],
-        "field_names": ["full_name"],
+        # "name" and "description" also name protocol fields (tools/list entries, a
+        # prompt's arguments): field-name rules apply to the data a message carries only.
+        "field_names": ["full_name", "name", "description"],
         "custom_pattern": None,
         "strategy": "redact",
         "direction": "response",

@@ -179,7 +179,14 @@ def test_it_relays_a_pipeline_with_an_error_like_the_server(pg: PgEnv, autocommi
             return ("rows", [tuple("[EMAIL]" if "@" in str(v) else v for v in r) for r in o[1]])
         return o
 
-    assert got == [masked(o) for o in want]
+    # psycopg reads pipeline results as they arrive: how many of the statements after
+    # the failed one were queued (and fail with "pipeline aborted") before the error
+    # surfaced depends on timing, directly as through the gateway. All else must match.
+    def settled(outcomes: list[Any]) -> list[Any]:
+        return [o for o in outcomes if o != ("error", "ProgrammingError", None)]
+
+    assert settled(got) == [masked(o) for o in settled(want)]
+    assert all(o[0] != "error" or o[1] == "ProgrammingError" for o in got)
     assert ("raised", "DivisionByZero", "22012") in got
     xs = pg.exchanges()
     division = [x for x in xs if "1 / $1" in x.request_body]
