@@ -6,6 +6,18 @@ import pytest
 from django.conf import settings
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """Hash test users' passwords with :class:`tests.hashers.FastPBKDF2PasswordHasher`
+    first (the stock hashers stay listed, so existing hashes still verify)."""
+    from django.test.utils import override_settings
+
+    with override_settings(
+        PASSWORD_HASHERS=["tests.hashers.FastPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
+    ):
+        yield
+
+
 @pytest.fixture
 def redis_client():
     """The control plane's Redis client, with this deployment's test keys cleared."""
