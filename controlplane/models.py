@@ -72,7 +72,8 @@ TARGET_KIND_CHOICES = [
     ("mcp", "MCP server (streamable HTTP)"),
 ]
 #: Target kinds reached over HTTP (the reverse route ``/<slug>/…``, forward mode): an MCP
-#: server is an HTTP target whose upstream is its MCP endpoint.
+#: server is an HTTP target whose upstream is the server's base URL (agents post to
+#: ``/<slug>/mcp``).
 HTTP_TARGET_KINDS = frozenset({"http", "mcp"})
 #: libpq's ``sslmode`` values and meanings (PostgreSQL docs, libpq, "SSL Support");
 #: the worker's list is :data:`proxy_worker.policy.SSLMODES`.

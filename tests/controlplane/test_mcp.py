@@ -57,7 +57,8 @@ def rule(**kw) -> AccessRule:
 def test_an_mcp_target_needs_its_endpoint_url_and_defaults_to_safe_settings():
     errors = errors_of(mcp_target(upstream_url=""))
     assert errors["upstream_url"] == [
-        "an MCP server needs an upstream URL: its MCP endpoint, e.g. https://tools.example.com/mcp"
+        "an MCP server needs an upstream URL: its base URL, e.g. https://tools.example.com "
+        "(agents then post to /<slug>/mcp)"
     ]
     t = mcp_target()
     t.full_clean()

@@ -175,6 +175,21 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def pending_approval_ids() -> set[str]:
+    """Ids of approval requests pending now, in the database: earlier tests of the package
+    may leave some behind (a wait that timed out stays pending until the expiry sweep,
+    which the e2e stack does not run); a test approving "the next pending request"
+    excludes them."""
+    from approvals.models import ApprovalRequest
+
+    return {
+        str(i)
+        for i in ApprovalRequest.objects.filter(
+            status=ApprovalRequest.Status.PENDING
+        ).values_list("id", flat=True)
+    }
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: The flags Debian's Chromium needs here (no sandbox, no GPU, no network chatter).
 CHROMIUM_FLAGS = [

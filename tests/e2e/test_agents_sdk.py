@@ -16,7 +16,7 @@ import pytest
 
 from demo.agent_sdk import PROMPT, Gateway, run_async
 from demo.approver_bot import ApproverBot
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import pending_approval_ids, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -44,11 +44,12 @@ def test_the_agents_sdk_program_runs_every_step_through_the_gateway(stack):
     from audit.models import Exchange
 
     decided: list[str] = []
+    earlier = pending_approval_ids()
 
     def approve() -> None:
         bot = ApproverBot(stack.web_url, "approver", stack.password)
         try:
-            approval_id = bot.wait_for_pending(20, exclude=set(decided))
+            approval_id = bot.wait_for_pending(20, exclude=earlier | set(decided))
             decided.append(approval_id)
             assert bot.decide(approval_id, "approve", "e2e").status_code in (200, 302)
         finally:

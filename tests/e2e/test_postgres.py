@@ -11,7 +11,7 @@ import pytest
 from demo.agent_pg import AGENT, TARGET, dsn
 from demo.agent_pg import run as run_agent_pg
 from demo.approver_bot import ApproverBot
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import pending_approval_ids, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -27,11 +27,12 @@ def test_the_demo_agents_database_steps_through_the_gateway(stack):
     from audit.models import Exchange
 
     decided: list[str] = []
+    earlier = pending_approval_ids()
 
     def approve() -> None:
         bot = ApproverBot(stack.web_url, "approver", stack.password)
         try:
-            approval_id = bot.wait_for_pending(20)
+            approval_id = bot.wait_for_pending(20, exclude=earlier)
             decided.append(approval_id)
             assert bot.decide(approval_id, "approve", "e2e").status_code in (200, 302)
         finally:
@@ -93,7 +94,10 @@ def test_an_approver_sees_the_sql_and_approves_it_live(stack, browser, sign_in):
 
     t = threading.Thread(target=held)
     t.start()
-    row = page.locator("article[data-status=pending]", has_text="customers")
+    # The statement's row (an earlier test's expired request may still be listed).
+    row = page.locator("article[data-status=pending]", has_text="SELECT").filter(
+        has_text="customers"
+    )
     row.first.wait_for(timeout=15000)  # live, without a reload
     text = row.first.inner_text()
     assert "SELECT" in text and "customers" in text
