@@ -25,8 +25,9 @@ One run measures, side by side and interleaved (so machine load hits both equall
    events, so the incremental SSE masker has work). Reported per stream (ms): time to the
    first body byte, to the first ``response.output_text.delta`` event, to the first
    non-empty delta text, and to the end of the stream; direct and gateway alternate.
-   The upstream runs with ``TCP_NODELAY`` (see :func:`start_llm`; ``--upstream-nagle``
-   runs it as shipped, whose first bytes are ~40 ms late either way).
+   The upstream runs with ``TCP_NODELAY``, as shipped (see :func:`start_llm`;
+   ``--upstream-nagle`` turns Nagle's algorithm back on, and first bytes are then ~40 ms
+   late either way).
 
 The parts are those of the MCP-path tests (:mod:`tests.proxy_worker.mcp.harness`): the
 FastMCP upstream processes, a private ``redis-server`` and a real worker
@@ -287,32 +288,29 @@ def bench_mcp(
 # -- streamed Responses ------------------------------------------------------------------
 
 
-def start_llm(gw: McpGateway, nagle: bool = False) -> str:
+def start_llm(gw: McpGateway, nagle: bool = False) -> tuple[str, int]:
     """Start :mod:`demo.llm_upstream` and publish a snapshot with an HTTP target ``llm``
     in front of it (the harness's MCP targets and response masking kept); returns the
-    upstream's API key.
+    upstream's ``(API key, port)``.
 
-    The module's handler leaves Nagle's algorithm on, so each small event written after
-    the response head waits for the peer's delayed ACK (about 40 ms on Linux) and every
-    first byte is ~40 ms late, direct or not. Unless ``nagle``, the upstream runs with
-    ``disable_nagle_algorithm`` set (``TCP_NODELAY``, as provider front ends and asyncio
-    servers, mitmproxy included, do); ``nagle`` runs ``python -m demo.llm_upstream``
-    exactly.
+    The demo's handlers set ``TCP_NODELAY`` (as provider front ends and asyncio servers,
+    mitmproxy included, do). ``nagle`` turns Nagle's algorithm back on: each small event
+    written after the response head then waits for the peer's delayed ACK (about 40 ms on
+    Linux), and every first byte is ~40 ms late, direct or not.
     """
     port = free_port()
     key = "sk-bench-" + secrets.token_hex(8)
     env = {**os.environ, "DEMO_LLM_API_KEY": key, "PYTHONUNBUFFERED": "1"}
     opts = ["--host", "127.0.0.1", "--port", str(port), "--quiet"]
     if nagle:
-        argv = [PY, "-m", "demo.llm_upstream", *opts]
-    else:
         code = (
-            "import sys, demo.llm_upstream as m; m.LLMHandler.disable_nagle_algorithm = True; "
+            "import sys, demo.llm_upstream as m; m.LLMHandler.disable_nagle_algorithm = False; "
             "sys.exit(m.main(sys.argv[1:]))"
         )
         argv = [PY, "-c", code, *opts]
+    else:
+        argv = [PY, "-m", "demo.llm_upstream", *opts]
     gw.procs["llm"] = Proc("llm", argv, env, gw.tmp).start(port)
-    gw.llm_port = port  # type: ignore[attr-defined]
     llm_target = {
         "id": LLM,
         "slug": LLM_SLUG,
@@ -326,7 +324,7 @@ def start_llm(gw: McpGateway, nagle: bool = False) -> str:
         "binary_bodies": "refuse",
     }
     gw.policy(targets=[gw.target(t) for t in SLUGS] + [llm_target])
-    return key
+    return key, port
 
 
 def stream_once(client: httpx.Client, url: str, body: bytes) -> dict[str, Any]:
@@ -373,7 +371,9 @@ def stream_once(client: httpx.Client, url: str, body: bytes) -> dict[str, Any]:
     }
 
 
-def bench_responses(gw: McpGateway, key: str, streams: int, delay_ms: int) -> dict[str, Any]:
+def bench_responses(
+    gw: McpGateway, key: str, port: int, streams: int, delay_ms: int
+) -> dict[str, Any]:
     """``streams`` streamed Responses calls each way (after 5 warm-up ones), alternating
     direct and gateway; per system the :func:`summary` (ms) of each time of
     :func:`stream_once`, and the answer text of the last stream (masking check)."""
@@ -381,7 +381,6 @@ def bench_responses(gw: McpGateway, key: str, streams: int, delay_ms: int) -> di
         {"model": "gatehouse-echo", "input": PROMPT, "stream": True, "store": False}
     ).encode()
     query = f"?delay_ms={delay_ms}" if delay_ms else ""
-    port = gw.llm_port  # type: ignore[attr-defined]
     systems = {
         "direct": (
             f"http://127.0.0.1:{port}/v1/responses{query}",
@@ -504,7 +503,7 @@ def main() -> None:
     parser.add_argument(
         "--upstream-nagle",
         action="store_true",
-        help="run the LLM upstream as shipped, Nagle on (first bytes ~40 ms late both ways)",
+        help="turn Nagle's algorithm back on in the LLM upstream (first bytes ~40 ms late)",
     )
     parser.add_argument("--no-mcp", action="store_true", help="skip the MCP part")
     parser.add_argument(
@@ -526,13 +525,13 @@ def main() -> None:
     }
     try:
         gw.start()
-        key = start_llm(gw, nagle=args.upstream_nagle)
+        key, llm_port = start_llm(gw, nagle=args.upstream_nagle)
         if not args.no_mcp:
             mitm = None if args.no_mitmproxy else start_mitmdump(gw)
             results["mcp"] = bench_mcp(gw, args.calls, args.warmup, mitm)
             print("MCP done", flush=True)
         if args.streams:
-            results["responses"] = bench_responses(gw, key, args.streams, args.delay_ms)
+            results["responses"] = bench_responses(gw, key, llm_port, args.streams, args.delay_ms)
             print("Responses done", flush=True)
     except Exception:
         print(gw.log()[-4000:], file=sys.stderr)

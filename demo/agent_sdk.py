@@ -34,9 +34,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:  # the SDK is imported when a step runs, not at import time
+    from agents import Agent, FunctionTool
+    from agents.mcp import MCPServerStreamableHttp
+    from agents.models.interface import Model
+    from agents.result import RunResultBase
 
 SESSION = "demo-agents-sdk"
 MODEL = "gatehouse-echo"
@@ -74,7 +80,7 @@ def _short(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
 
 
-def _model(gw: Gateway, api: str, *, forward: bool = False):  # noqa: ANN202
+def _model(gw: Gateway, api: str, *, forward: bool = False) -> Model:
     """The agent's model: the SDK's Responses or chat-completions model on an
     ``AsyncOpenAI`` client whose only key is the Gatehouse token."""
     from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
@@ -97,7 +103,7 @@ def _model(gw: Gateway, api: str, *, forward: bool = False):  # noqa: ANN202
     return cls(model=MODEL, openai_client=client)
 
 
-def _crm(gw: Gateway, timeout: float, *, forward: bool = False):  # noqa: ANN202
+def _crm(gw: Gateway, timeout: float, *, forward: bool = False) -> MCPServerStreamableHttp:
     """The CRM MCP server as the SDK's ``MCPServerStreamableHttp`` tool source."""
     from agents.mcp import MCPServerStreamableHttp
 
@@ -113,7 +119,11 @@ def _crm(gw: Gateway, timeout: float, *, forward: bool = False):  # noqa: ANN202
     }
     if forward:
 
-        def factory(headers=None, timeout=None, auth=None) -> httpx.AsyncClient:  # noqa: ANN001
+        def factory(
+            headers: dict[str, str] | None = None,
+            timeout: httpx.Timeout | None = None,
+            auth: httpx.Auth | None = None,
+        ) -> httpx.AsyncClient:
             return httpx.AsyncClient(
                 proxy=gw.forward_url, headers=headers, timeout=timeout, auth=auth
             )
@@ -127,7 +137,7 @@ def _crm(gw: Gateway, timeout: float, *, forward: bool = False):  # noqa: ANN202
     )
 
 
-def _items(result) -> list[str]:  # noqa: ANN001
+def _items(result: RunResultBase) -> list[str]:
     """One line per tool call and tool output of a run result."""
     from agents.items import ToolCallItem, ToolCallOutputItem
 
@@ -143,13 +153,14 @@ def _items(result) -> list[str]:  # noqa: ANN001
     return lines
 
 
-def _tool_outputs(result) -> list[str]:  # noqa: ANN001
+def _tool_outputs(result: RunResultBase) -> list[str]:
+    """The outputs of the tool calls of a run, as text, in order."""
     from agents.items import ToolCallOutputItem
 
     return [str(i.output) for i in result.new_items if isinstance(i, ToolCallOutputItem)]
 
 
-def _masked_turn_ok(result) -> bool:  # noqa: ANN001
+def _masked_turn_ok(result: RunResultBase) -> bool:
     """A turn went as it should: a tool ran, its output and the answer hold masked
     personal data and no e-mail address."""
     outputs = _tool_outputs(result)
@@ -162,7 +173,8 @@ def _masked_turn_ok(result) -> bool:  # noqa: ANN001
     )
 
 
-async def _turn(agent, prompt: str, *, streamed: bool):  # noqa: ANN001, ANN202
+async def _turn(agent: Agent, prompt: str, *, streamed: bool) -> RunResultBase:
+    """One ``Runner`` run of ``agent`` on ``prompt`` (streamed: every event consumed)."""
     from agents import RunConfig, Runner
 
     config = RunConfig(tracing_disabled=True, workflow_name="gatehouse-demo")
@@ -174,7 +186,7 @@ async def _turn(agent, prompt: str, *, streamed: bool):  # noqa: ANN001, ANN202
     return result
 
 
-def sql_tool(gw: Gateway):  # noqa: ANN201
+def sql_tool(gw: Gateway) -> FunctionTool:
     """``query_customers_db(sql)``: a function tool running read-only SQL on the customers
     database through the gateway's PostgreSQL port (psycopg; rows come back masked)."""
     import psycopg
@@ -319,6 +331,7 @@ def run(gw: Gateway, *, approval_wait: float, on_held: Callable[[], None] | None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: run every step; exit status 1 if any outcome was not the expected one."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--gateway", default=os.environ.get("GATEHOUSE_PROXY_URL", "http://127.0.0.1:8080")

@@ -26,7 +26,11 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mcp.server.fastmcp import FastMCP
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: Environment variable holding the bearer token this server requires.
 TOKEN_ENV = "DEMO_MCP_TOKEN"
@@ -65,7 +69,7 @@ def find_customer(conn: sqlite3.Connection, query: str) -> dict[str, Any] | None
     return None
 
 
-def build(db: Path):  # noqa: ANN201 - FastMCP, imported lazily
+def build(db: Path) -> FastMCP:
     """The FastMCP server with the CRM tools over the SQLite database ``db``."""
     from mcp.server.fastmcp import FastMCP
 
@@ -125,13 +129,13 @@ def build(db: Path):  # noqa: ANN201 - FastMCP, imported lazily
     return server
 
 
-def app(db: Path, token: str):  # noqa: ANN201 - an ASGI application
+def app(db: Path, token: str) -> ASGIApp:
     """The streamable-HTTP ASGI app of :func:`build`, refusing requests without
     ``Authorization: Bearer <token>`` (401, JSON body)."""
     inner = build(db).streamable_http_app()
     expected = f"Bearer {token}".encode()
 
-    async def guarded(scope, receive, send):  # noqa: ANN001, ANN202
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, expected):

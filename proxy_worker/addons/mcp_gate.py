@@ -855,7 +855,7 @@ _PAYLOAD_KEYS = {
 }
 
 
-def _mask_value(masker: Masker, value: Any, *, tool_list: bool = False) -> tuple[Any, list]:
+def _mask_value(masker: Masker, value: Any) -> tuple[Any, list]:
     """Mask one JSON-RPC message with ``masker`` (base64 payloads left alone).
 
     The data a message carries (:data:`_PAYLOAD_KEYS`) gets every rule: detectors,
@@ -864,10 +864,9 @@ def _mask_value(masker: Masker, value: Any, *, tool_list: bool = False) -> tuple
     names, descriptions and input schemas of ``tools/list``, error messages, progress
     notifications) is masked by the detectors only, as text, so that a field-name rule
     (``name``, ``email``) never replaces a protocol field or a tool's schema and breaks the
-    session for the client. ``tool_list`` is kept for callers; list answers carry no
-    payload keys and are masked as text throughout. Returns ``(masked, findings)``.
+    session for the client (list answers carry no payload keys: masked as text
+    throughout). Returns ``(masked, findings)``.
     """
-    del tool_list
     findings: list = []
     stashed, blobs = mcp.stash_blobs(value) if mcp.find_blobs(value) else (value, [])
     if not isinstance(stashed, dict):
@@ -889,16 +888,26 @@ def _mask_value(masker: Masker, value: Any, *, tool_list: bool = False) -> tuple
     return mcp.restore_blobs(masked, blobs), findings
 
 
-def mask_jsonrpc_body(masker: Masker, body: bytes) -> tuple[bytes, list] | None:
+def mask_jsonrpc_body(
+    masker: Masker, body: bytes, mf: McpFlow | None = None
+) -> tuple[bytes, list] | None:
     """A JSON-RPC POST body (one message or a batch) masked message by message with
     :func:`_mask_value` (data fully, protocol fields by the detectors only), as compact
     UTF-8 JSON; the body itself when nothing changed. ``None`` when ``body`` is not JSON
     (the caller masks it as any other body). Returns ``(body, findings)``.
+
+    ``mf``: McpGate's state of the flow; when it parsed exactly this body, its messages
+    are reused instead of parsing the body again.
     """
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    parsed = mf.body if mf is not None and mf.raw_body == body else None
+    if parsed is not None:
+        objs = [m.obj for m in parsed.messages]
+        value: Any = objs if parsed.batch else objs[0]
+    else:
+        try:
+            value = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
     findings: list = []
     if isinstance(value, list):
         masked = []
@@ -1035,10 +1044,10 @@ class McpStream:
 
     # -- one message ----------------------------------------------------------------------
 
-    def _mask(self, obj: Any, *, tool_list: bool = False) -> tuple[Any, list]:
+    def _mask(self, obj: Any) -> tuple[Any, list]:
         if self.masker is None:
             return obj, []
-        masked, findings = _mask_value(self.masker, obj, tool_list=tool_list)
+        masked, findings = _mask_value(self.masker, obj)
         self.findings.extend(findings)
         return masked, findings
 
@@ -1073,8 +1082,7 @@ class McpStream:
                 "the answer holds binary content and this target refuses binary bodies",
                 {"code": "binary_refused"},
             )
-        tool_list = request is not None and request.method == "tools/list" and "result" in new
-        masked, findings = self._mask(new, tool_list=tool_list)
+        masked, findings = self._mask(new)
         if request is not None:
             mf.answers[key] = Answer(masked, time.perf_counter(), findings, hidden, changed)
         return masked, masked is not obj

@@ -86,9 +86,7 @@ class RequestMasking:
         body = decode_content(
             raw, req.headers.get("content-encoding"), max_bytes=masker.max_body_bytes
         )
-        mcp_masked = (
-            mask_jsonrpc_body(masker, body) if body and getattr(st, "mcp", None) else None
-        )
+        mcp_masked = mask_jsonrpc_body(masker, body, st.mcp) if body and st.mcp else None
         if mcp_masked is not None:
             # An MCP call: its data masked by every rule, its protocol fields (the tool's
             # name, ids, method) by the detectors only, so the call still names its tool.

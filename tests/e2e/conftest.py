@@ -8,6 +8,7 @@ end so later tests start clean.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -173,6 +174,25 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+@contextlib.contextmanager
+def signed_in(stack, username: str):
+    """An httpx client of the web console signed in as ``username`` through the real
+    login form (CSRF included); closed on exit."""
+    with httpx.Client(base_url=stack.web_url, follow_redirects=True, timeout=10) as http:
+        http.get("/accounts/login/")
+        r = http.post(
+            "/accounts/login/",
+            data={
+                "login": username,
+                "password": stack.password,
+                "csrfmiddlewaretoken": http.cookies["csrftoken"],
+            },
+            headers={"Referer": stack.web_url},
+        )
+        assert "/accounts/login/" not in str(r.url), f"{username} could not sign in"
+        yield http
 
 
 def pending_approval_ids() -> set[str]:

@@ -11,12 +11,11 @@ import re
 import threading
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from demo.agent_sdk import PROMPT, Gateway, run_async
 from demo.approver_bot import ApproverBot
-from tests.e2e.conftest import pending_approval_ids, wait_for
+from tests.e2e.conftest import pending_approval_ids, signed_in, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -170,17 +169,7 @@ def test_the_auditor_replays_tool_calls_not_json_rpc_frames(stack):
         timeout=20,
     )
     assert x.session is not None
-    with httpx.Client(base_url=stack.web_url, follow_redirects=True, timeout=10) as http:
-        http.get("/accounts/login/")
-        http.post(
-            "/accounts/login/",
-            data={
-                "login": "auditor",
-                "password": stack.password,
-                "csrfmiddlewaretoken": http.cookies["csrftoken"],
-            },
-            headers={"Referer": stack.web_url},
-        )
+    with signed_in(stack, "auditor") as http:
         first = http.get(f"/audit/sessions/{x.session.pk}/")
         assert first.status_code == 200
         # The timeline names each step by its JSON-RPC method and tool.

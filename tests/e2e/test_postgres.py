@@ -11,7 +11,7 @@ import pytest
 from demo.agent_pg import AGENT, TARGET, dsn
 from demo.agent_pg import run as run_agent_pg
 from demo.approver_bot import ApproverBot
-from tests.e2e.conftest import pending_approval_ids, wait_for
+from tests.e2e.conftest import pending_approval_ids, signed_in, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -120,7 +120,6 @@ def test_an_approver_sees_the_sql_and_approves_it_live(stack, browser, sign_in):
 def test_the_auditor_replays_the_connection_like_a_psql_session(stack):
     """One session per connection; the replay page shows the prompt, the statements and
     the masked rows, and nothing unmasked."""
-    import httpx
 
     from audit.models import Exchange
 
@@ -139,17 +138,7 @@ def test_the_auditor_replays_the_connection_like_a_psql_session(stack):
     session = x.session
     assert session is not None and session.key.startswith("pg:")
     assert session.exchanges.count() == 2
-    with httpx.Client(base_url=stack.web_url, follow_redirects=True, timeout=10) as http:
-        http.get("/accounts/login/")
-        http.post(
-            "/accounts/login/",
-            data={
-                "login": "auditor",
-                "password": stack.password,
-                "csrfmiddlewaretoken": http.cookies["csrftoken"],
-            },
-            headers={"Referer": stack.web_url},
-        )
+    with signed_in(stack, "auditor") as http:
         page = http.get(f"/audit/sessions/{session.pk}/")
     assert page.status_code == 200
     html = page.text

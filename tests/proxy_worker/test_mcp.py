@@ -286,7 +286,7 @@ def test_json_text_blocks_are_masked_as_json_and_schemas_as_text():
             ]
         },
     }
-    masked, _ = _mask_value(masker, listed, tool_list=True)
+    masked, _ = _mask_value(masker, listed)
     tool = masked["result"]["tools"][0]
     assert tool["description"] == "mail [EMAIL]"
     assert tool["inputSchema"]["properties"]["email"] == {"type": "string", "default": "[EMAIL]"}
