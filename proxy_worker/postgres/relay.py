@@ -223,6 +223,9 @@ class Relay:
         self.cancel_requested = asyncio.Event()
         self.holding = False
         self.closed = False
+        #: Set by :meth:`shutdown`: why the gateway ended this session (recorded on a
+        #: statement that was waiting for approval when it did).
+        self.ended_by: Refused | None = None
         self._readahead: list[tuple[int, bytes]] = []
         self._client_eof = False
         self.terminated = False
@@ -1117,6 +1120,16 @@ class Relay:
             hold.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await hold
+            if self.ended_by is not None:
+                # The gateway ended the session (token revoked, target removed, worker
+                # stopping) while the statement waited: nothing ran; record why.
+                for r in records:
+                    self._apply_refusal(r, self.ended_by)
+                    if self.ended_by.decision == "error":
+                        r.status = 503
+                    r.approval_id, r.rule_id = approval_id, decision.rule_id
+                    self._finish(r)
+                raise ClientGone()
             if watch in done and not watch.cancelled() and watch.exception() is not None:
                 raise watch.exception()  # the agent broke the protocol while it waited
             if self._client_eof:
@@ -2076,6 +2089,11 @@ class Relay:
         cancelled. Never raises; the relay's tasks then end by themselves (and record
         what was pending)."""
         self.closed = True
+        if self.ended_by is None:
+            revoked = sqlstate in ("28000", "3D000")
+            self.ended_by = _SessionRefused(
+                sqlstate, message, decision="denied" if revoked else "error"
+            )
         await self._fatal(sqlstate, message)
         with contextlib.suppress(Exception):
             self.writer.close()

@@ -317,3 +317,31 @@ def test_a_token_revoked_during_the_wait_runs_nothing(hx: HxEnv) -> None:
     (x,) = [x for x in hx.exchanges(mark, 1) if "secrets" in x.request_body]
     assert (x.status_code, x.details["sqlstate"]) == (403, "28000")
     assert "sk-live" not in x.to_json()
+
+
+def test_a_revocation_ends_the_wait_before_any_decision_and_is_recorded_as_such(
+    hx: HxEnv,
+) -> None:
+    """The worker's policy watch ends the session while the statement still waits (no
+    decision ever comes): the agent gets FATAL 28000 and the exchange says the token was
+    revoked (403, 28000, the approval id), not that the agent went away."""
+    token = "gh_heldgone_" + "g" * 32
+    agent = {"id": 4, "name": "hx-held", "owner": "admin", "token_hashes": [hash_token(token)]}
+    hx.publish(agents=[agent])
+    mark = hx.mark()
+
+    def run() -> Any:
+        dsn = hx.dsn("hx-appr", user="hx-held", password=token)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            return c.execute("SELECT api_key FROM secrets").fetchall()
+
+    job = Background(run)
+    (req,) = hx.approvals(mark, 1)
+    hx.publish()  # the agent's token revoked while its statement waits
+    with pytest.raises(psycopg.Error) as e:
+        job.result()
+    assert e.value.sqlstate == "28000"
+    (x,) = [x for x in hx.exchanges(mark, 1) if "secrets" in x.request_body]
+    assert (x.status_code, x.details["sqlstate"]) == (403, "28000")
+    assert (x.decision, x.approval_id) == ("denied", req.approval_id)
+    assert "revoked" in x.details["error"]
