@@ -118,6 +118,14 @@ class Keys:
         return f"{self.prefix}:decisions"
 
     @property
+    def pg_cancel_channel(self) -> str:
+        """Pub/sub channel of PostgreSQL cancel requests a worker could not match to one of
+        its own connections. Payload: JSON ``{"worker_id": str, "process_id": int,
+        "secret": hex str}`` (the ``CancelRequest``'s key, PostgreSQL docs "Canceling
+        Requests in Progress"); every worker listens and the one holding the key cancels."""
+        return f"{self.prefix}:pg-cancel"
+
+    @property
     def exchanges_stream(self) -> str:
         return f"{self.prefix}:exchanges"
 

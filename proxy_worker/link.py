@@ -4,7 +4,8 @@ One :class:`ControlPlaneLink` per worker process owns
 
 * the current :class:`~proxy_worker.policy.Policy` (loaded at start, swapped atomically
   when a new version is published, polled as a fallback, kept when Redis goes away);
-* one pub/sub connection for policy updates and approval decisions: held requests wait
+* one pub/sub connection for policy updates, approval decisions and PostgreSQL cancel
+  requests passed between workers (``Keys.pg_cancel_channel``): held requests wait
   on an :class:`asyncio.Future` each, so a thousand held requests cost a thousand
   futures, not a thousand connections or threads; other commands share one bounded
   pool that makes callers queue (never fail) when all its connections are busy;
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -262,6 +264,10 @@ class ControlPlaneLink:
         self._waiters: dict[str, asyncio.Future[DecisionMessage]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        #: Called with each message of ``Keys.pg_cancel_channel`` (the PostgreSQL
+        #: listener sets it); its coroutine runs as a task of its own.
+        self.pg_cancel_handler: Callable[[bytes], Awaitable[None]] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
         #: Exchanges waiting for the next pipelined flush, with their callers' futures.
         self._outbox: list[tuple[str, asyncio.Future[BaseException | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -422,7 +428,11 @@ class ControlPlaneLink:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.keys.policy_updates, self.keys.decisions_channel)
+                await pubsub.subscribe(
+                    self.keys.policy_updates,
+                    self.keys.decisions_channel,
+                    self.keys.pg_cancel_channel,
+                )
                 self._subscribed.set()
                 self.redis_ok = True
                 backoff = 0.2
@@ -438,6 +448,10 @@ class ControlPlaneLink:
                         await self.reload_policy()
                     elif channel == self.keys.decisions_channel:
                         self._resolve(msg["data"])
+                    elif channel == self.keys.pg_cancel_channel:
+                        handler = self.pg_cancel_handler
+                        if handler is not None:
+                            self._spawn_handler(handler(msg["data"]))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as e:
@@ -450,6 +464,26 @@ class ControlPlaneLink:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _spawn_handler(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def publish_pg_cancel(self, process_id: int, secret: bytes) -> bool:
+        """Pass a PostgreSQL ``CancelRequest`` this worker holds no key for to the other
+        workers (``Keys.pg_cancel_channel``). Returns ``False`` when Redis is unreachable
+        (the cancel is then lost, as a cancel to a stopped server is)."""
+        payload = json.dumps(
+            {"worker_id": self.worker_id, "process_id": process_id, "secret": secret.hex()},
+            separators=(",", ":"),
+        )
+        try:
+            await self.redis.publish(self.keys.pg_cancel_channel, payload)
+        except (RedisError, OSError) as e:
+            log.warning("could not pass a cancel request to the other workers: %s", e)
+            return False
+        return True
 
     def _resolve(self, raw: bytes | str) -> None:
         try:

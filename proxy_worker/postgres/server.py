@@ -8,8 +8,11 @@ policy snapshot, approvals, Redis link and recorder with the HTTP path through t
 Cancel keys: each agent connection gets a ``BackendKeyData`` of Gatehouse's own (random
 process id and secret); a ``CancelRequest`` presenting them is mapped to the upstream's
 key and sent to the upstream server (PostgreSQL docs, "Canceling Requests in
-Progress"), or ends an approval wait. Keys are compared in constant time; an unknown key
-is ignored, as PostgreSQL does.
+Progress"), or ends an approval wait. Keys are compared in constant time. A key this
+worker did not give out is passed to the other workers over Redis
+(``Keys.pg_cancel_channel``): behind a TCP load balancer a cancel request, which comes on
+a new connection, often reaches another worker than the session it cancels. The worker
+holding the key cancels; the others ignore it, as PostgreSQL ignores an unknown key.
 
 Revocation: whenever a new policy is installed, every connection it no longer allows
 (its agent's token revoked or expired, its target removed) is ended at once with a FATAL
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import secrets
 import ssl
@@ -84,6 +88,7 @@ class PostgresListener:
             self._accept, self.host, self.port, limit=256 * 1024, reuse_address=True
         )
         self._watcher = asyncio.create_task(self._watch_policy(), name="gatehouse-pg-policy")
+        self.link.pg_cancel_handler = self.cancel_from_peer
 
     async def _watch_policy(self) -> None:
         """When a new policy arrives, end the connections it no longer allows (a revoked
@@ -113,6 +118,7 @@ class PostgresListener:
         end (their statements cancelled upstream, exchanges recorded) before their tasks
         are cancelled.
         """
+        self.link.pg_cancel_handler = None
         if self._server is not None:
             self._server.close()
         if self._watcher is not None:
@@ -184,12 +190,35 @@ class PostgresListener:
                 del self._keys[key[0]]
 
     async def cancel(self, pid: int, secret: bytes) -> None:
-        """Handle a ``CancelRequest``: cancel what that connection runs (or waits for)."""
+        """Handle a ``CancelRequest``: cancel what that connection runs (or waits for);
+        a key of no connection of this worker goes to the other workers."""
+        if await self._cancel_local(pid, secret):
+            return
+        await self.link.publish_pg_cancel(pid, secret)
+
+    async def _cancel_local(self, pid: int, secret: bytes) -> bool:
         entry = self._keys.get(pid)
         if entry is None or not hmac.compare_digest(entry[0], secret):
-            log.info("cancel request with an unknown key ignored")
-            return
+            return False
         await entry[1].cancel()
+        return True
+
+    async def cancel_from_peer(self, raw: bytes | str) -> None:
+        """A cancel request another worker passed on (``Keys.pg_cancel_channel``): cancel
+        when the key is one of ours, else ignore it. Never raises."""
+        try:
+            msg = json.loads(raw)
+            if msg.get("worker_id") == self.link.worker_id:
+                return  # our own, already looked up
+            pid, secret = int(msg["process_id"]), bytes.fromhex(msg["secret"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("ignoring a malformed cancel message from another worker")
+            return
+        try:
+            if await self._cancel_local(pid, secret):
+                log.info("cancelled a statement for a cancel request another worker received")
+        except Exception:
+            log.exception("could not carry out a cancel request from another worker")
 
     # ------------------------------------------------------------------ catalogs
 

@@ -156,6 +156,69 @@ def test_a_cancel_request_with_a_wrong_key_is_ignored(hx: HxEnv) -> None:
         t.join()
 
 
+def test_a_cancel_reaching_another_worker_is_passed_on_through_redis(
+    hx: HxEnv, tmp_path: Path
+) -> None:
+    """Two workers on one Redis, as behind a TCP load balancer: the cancel request for a
+    session on worker A arrives at worker B (it comes on a connection of its own); B gave
+    out no such key, passes it on, and A cancels. A wrong secret passed on is ignored."""
+    other = PgGateway(
+        tmp_path,
+        prefix=hx.gw.prefix,
+        worker_key=hx.gw.worker_key,
+        token=hx.gw.token,
+        version=hx.gw.version,
+        extra_env={"GATEHOUSE_WORKER_ID": f"pgworker-{hx.gw.prefix}-b"},
+    )
+    other.start()
+    try:
+        name = app_name("hx-cancel-peer")
+        mark = hx.mark()
+        w = hx.wire().tls(hx.gw.ca_file)
+        msgs = w.login(hx.gw.agent_name, hx.gw.token, "hx", application_name=name)
+        assert msgs[-1].tag == "Z", [m.fields() for m in msgs if m.tag == "E"]
+        (key,) = [m.payload for m in msgs if m.tag == "K"]
+        pid, secret = struct.unpack_from("!i", key)[0], key[4:]
+        w.send(pq.build_query("SELECT pg_sleep(10)"))
+        _wait_active(hx, name)
+
+        wrong = Wire(other.pg_port)
+        wrong.send(pq.build_cancel_request(pid, bytes(b ^ 0xFF for b in secret)))
+        assert wrong.closed()
+        time.sleep(0.5)
+        assert _wait_idle(hx, name, timeout=0) != [], "a wrong key cancelled the statement"
+
+        t0 = time.monotonic()
+        right = Wire(other.pg_port)
+        right.send(pq.build_cancel_request(pid, secret))
+        assert right.closed()
+        reply = w.until("Z")
+        assert time.monotonic() - t0 < 4
+        (err,) = [m.fields() for m in reply if m.tag == "E"]
+        assert (err["C"], err["M"]) == ("57014", "canceling statement due to user request")
+        assert w.query("SELECT 'after'")[-1].tag == "Z"  # the session goes on
+        w.close()
+        (x,) = [x for x in hx.exchanges(mark, 2) if "pg_sleep" in x.request_body]
+        assert (x.status_code, x.details["sqlstate"]) == (400, "57014")
+        assert "another worker received" in hx.gw.log()
+        assert "Traceback" not in other.log(), other.log()[-3000:]
+    finally:
+        other.stop()
+
+
+def test_a_malformed_cancel_message_from_another_worker_is_ignored(hx: HxEnv) -> None:
+    keys = hx.gw.keys
+    for junk in (b"not json", b"[]", b'{"process_id": "x", "secret": "zz"}'):
+        hx.gw.redis.publish(keys.pg_cancel_channel, junk)
+    deadline = time.monotonic() + 5
+    while hx.gw.log().count("malformed cancel message") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hx.gw.log().count("malformed cancel message") >= 3
+    with hx.connect(autocommit=True) as conn:
+        assert conn.execute("SELECT 'alive'").fetchone() == ("alive",)
+    hx.assert_worker_alive()
+
+
 def test_a_client_gone_mid_result_cancels_the_upstream_query(hx: HxEnv) -> None:
     name = app_name("hx-gone")
     mark = hx.mark()

@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors as pgerr
 
 from tests.proxy_worker.postgres.conftest import RAW_VALUES, PgEnv
-from tests.proxy_worker.postgres.harness import CUSTOMERS, sql_rule
+from tests.proxy_worker.postgres.harness import CUSTOMERS, DEFAULT_MASKING, sql_rule
 
 
 def test_it_records_each_statement_of_a_query(pg: PgEnv) -> None:
@@ -144,3 +144,43 @@ def test_it_records_the_application_name_the_server_reports(pg: PgEnv) -> None:
         c.execute("select 2")
     xs = pg.exchanges(3)
     assert [x.request_headers["application_name"] for x in xs] == ["first", "first", "second"]
+
+
+def test_a_masking_rule_added_mid_connection_masks_the_next_record_of_the_same_text(
+    pg: PgEnv,
+) -> None:
+    """A policy published while a connection is open applies to its next record: the same
+    prepared statement text is recorded raw before the rule exists and masked after."""
+    sql = "select 'ACME-4821' as code where %s::int > 0"
+    with pg.connect(autocommit=True) as c:
+        c.execute(sql, (1,), prepare=True)
+        c.execute(sql, (2,), prepare=True)
+        codes = {
+            "id": 9,
+            "name": "Account codes",
+            "entity_types": [],
+            "field_names": [],
+            "custom_pattern": r"ACME-\d{4}",
+            "strategy": "redact",
+            "direction": "both",
+            "target_ids": None,
+        }
+        pg.policy(masking=[*DEFAULT_MASKING, codes])
+        c.execute(sql, (3,), prepare=True)
+    xs = [x for x in pg.exchanges(3) if "as code" in x.request_body]
+    assert [x.details["parameters"] for x in xs] == [["1"], ["2"], ["3"]]
+    assert ["ACME-4821" in x.request_body for x in xs] == [True, True, False]
+    assert "ACME-4821" not in xs[2].to_json()
+
+
+def test_exchange_ids_are_version_4_uuids_unique_in_the_worker() -> None:
+    import uuid
+
+    from proxy_worker.postgres.record import new_exchange_id
+
+    ids = [new_exchange_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    for x in ids[:100] + ids[-100:]:
+        u = uuid.UUID(x)
+        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, x)
+    assert len({x[:19] for x in ids}) == 1  # one random head per process
