@@ -422,6 +422,9 @@ class PgGateway:
     version: int = 0
     proc: subprocess.Popen | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: ``False`` for a second worker on another gateway's prefix: ``stop()`` then leaves
+    #: the shared Redis keys (snapshot, streams) to their owner.
+    owns_keys: bool = True
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.prefix)
@@ -516,8 +519,9 @@ class PgGateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        for key in self.redis.scan_iter(f"{self.prefix}:*"):
-            self.redis.delete(key)
+        if self.owns_keys:
+            for key in self.redis.scan_iter(f"{self.prefix}:*"):
+                self.redis.delete(key)
 
     def log(self) -> str:
         p = self.tmp / "worker.log"

@@ -168,6 +168,7 @@ def test_a_cancel_reaching_another_worker_is_passed_on_through_redis(
         worker_key=hx.gw.worker_key,
         token=hx.gw.token,
         version=hx.gw.version,
+        owns_keys=False,
         extra_env={"GATEHOUSE_WORKER_ID": f"pgworker-{hx.gw.prefix}-b"},
     )
     other.start()
@@ -203,6 +204,68 @@ def test_a_cancel_reaching_another_worker_is_passed_on_through_redis(
         assert "another worker received" in hx.gw.log()
         assert "Traceback" not in other.log(), other.log()[-3000:]
     finally:
+        other.stop()
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_psycopg_cancels_through_haproxy_in_front_of_two_workers(hx: HxEnv, tmp_path: Path) -> None:
+    """The deployment of deploy/haproxy.cfg: TCP mode, least connections, two workers on
+    one Redis and one CA. The session holds one worker, so the balancer sends psycopg's
+    cancel connection to the other one; the statement is cancelled all the same."""
+    other = PgGateway(
+        tmp_path,
+        prefix=hx.gw.prefix,
+        worker_key=hx.gw.worker_key,
+        token=hx.gw.token,
+        version=hx.gw.version,
+        owns_keys=False,
+        extra_env={"GATEHOUSE_WORKER_ID": f"pgworker-{hx.gw.prefix}-lb"},
+    )
+    other.ca_dir = hx.gw.ca_dir  # one CA for the pool, as in docker-compose.yml
+    lb_port = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        "global\n    maxconn 256\ndefaults\n    mode tcp\n    timeout connect 2s\n"
+        "    timeout client 60s\n    timeout server 60s\n"
+        f"frontend pg\n    bind 127.0.0.1:{lb_port}\n    default_backend workers\n"
+        "backend workers\n    balance leastconn\n"
+        f"    server a 127.0.0.1:{hx.gw.pg_port} check inter 1s\n"
+        f"    server b 127.0.0.1:{other.pg_port} check inter 1s\n"
+    )
+    lb: subprocess.Popen[bytes] | None = None
+    try:
+        other.start()
+        lb = subprocess.Popen(
+            [shutil.which("haproxy") or "haproxy", "-db", "-f", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(lb_port, 10, lb, "haproxy")
+        passed_on = [
+            hx.gw.log().count("another worker received"),
+            other.log().count("another worker received"),
+        ]
+        name = app_name("hx-cancel-lb")
+        with psycopg.connect(
+            hx.gw.dsn("hx", port=lb_port, application_name=name), autocommit=True
+        ) as conn:
+            timer = threading.Timer(0.5, conn.cancel)
+            t0 = time.monotonic()
+            timer.start()
+            with pytest.raises(pgerr.QueryCanceled):
+                conn.execute("SELECT pg_sleep(10)")
+            assert time.monotonic() - t0 < 5
+            assert conn.execute("SELECT 'after'").fetchone() == ("after",)
+        assert _wait_idle(hx, name) == []
+        now = [
+            hx.gw.log().count("another worker received"),
+            other.log().count("another worker received"),
+        ]
+        assert sum(now) - sum(passed_on) == 1, (passed_on, now)  # it crossed workers
+    finally:
+        if lb is not None:
+            lb.terminate()
+            lb.wait(10)
         other.stop()
 
 
