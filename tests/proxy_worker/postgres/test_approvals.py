@@ -296,8 +296,10 @@ def test_a_protocol_violation_during_a_hold_ends_the_connection(hx: HxEnv) -> No
     hx.assert_worker_alive()
 
 
-def test_a_token_revoked_during_the_wait_runs_nothing(hx: HxEnv) -> None:
-    token = "gh_heldrevo_" + "h" * 32
+def _held_then_revoked(hx: HxEnv, token: str) -> tuple[Background, Any, tuple[int, int]]:
+    """An agent of its own (``hx-held``, ``token``) whose statement on ``secrets`` is
+    held for approval; its token is revoked (a policy without it) while it waits.
+    Returns the client's job, the approval request and the mark before it."""
     agent = {"id": 4, "name": "hx-held", "owner": "admin", "token_hashes": [hash_token(token)]}
     hx.publish(agents=[agent])
     mark = hx.mark()
@@ -309,7 +311,12 @@ def test_a_token_revoked_during_the_wait_runs_nothing(hx: HxEnv) -> None:
 
     job = Background(run)
     (req,) = hx.approvals(mark, 1)
-    hx.publish()  # the agent's token revoked while its statement waits
+    hx.publish()
+    return job, req, mark
+
+
+def test_a_token_revoked_during_the_wait_runs_nothing(hx: HxEnv) -> None:
+    job, req, mark = _held_then_revoked(hx, "gh_heldrevo_" + "h" * 32)
     hx.gw.decide(req.approval_id, "approved")
     with pytest.raises(psycopg.Error) as e:
         job.result()
@@ -325,19 +332,7 @@ def test_a_revocation_ends_the_wait_before_any_decision_and_is_recorded_as_such(
     """The worker's policy watch ends the session while the statement still waits (no
     decision ever comes): the agent gets FATAL 28000 and the exchange says the token was
     revoked (403, 28000, the approval id), not that the agent went away."""
-    token = "gh_heldgone_" + "g" * 32
-    agent = {"id": 4, "name": "hx-held", "owner": "admin", "token_hashes": [hash_token(token)]}
-    hx.publish(agents=[agent])
-    mark = hx.mark()
-
-    def run() -> Any:
-        dsn = hx.dsn("hx-appr", user="hx-held", password=token)
-        with psycopg.connect(dsn, autocommit=True) as c:
-            return c.execute("SELECT api_key FROM secrets").fetchall()
-
-    job = Background(run)
-    (req,) = hx.approvals(mark, 1)
-    hx.publish()  # the agent's token revoked while its statement waits
+    job, req, mark = _held_then_revoked(hx, "gh_heldgone_" + "g" * 32)
     with pytest.raises(psycopg.Error) as e:
         job.result()
     assert e.value.sqlstate == "28000"
